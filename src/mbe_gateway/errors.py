@@ -1,0 +1,98 @@
+"""Every exception mbe-gateway raises on purpose, in one tree.
+
+Callers catch what they can act on; every message says what to do next, and none
+ever carries a secret's value (only its name).
+
+    GatewayError
+    ├── ConfigError            the config file or an override is wrong (file, key, expected)
+    ├── SecretError            a secret is missing, or its backend is unusable
+    │   └── InsecureSecretFile     the opt-in secrets file is readable by others
+    ├── StoreError             the gateway's database cannot be used
+    │   ├── StoreCorrupt           not a database, or damaged: never recreated over
+    │   └── SchemaTooNew           written by a newer mbe-gateway
+    ├── MBEError               anything between the gateway and MBE
+    │   ├── MBEUnavailable         the server is not running or could not be started
+    │   ├── MBEConnectionLost      the server died while a call was in flight
+    │   ├── MBETimeout             a call took longer than its timeout
+    │   ├── MBEToolError           the server answered the call with an error
+    │   ├── MBEProtocolError       the server's answer does not fit the tool contract
+    │   └── MBEToolMissing         an (optional) tool is not offered by this server
+    └── ProviderError          an LLM provider could not answer
+        ├── ProviderFailed         one provider failed (the chain tries the next)
+        └── AllProvidersFailed     every provider in the chain failed
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """The root: anything mbe-gateway reports to its user as a clear message."""
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used; nothing has been touched."""
+
+
+class SecretError(GatewayError):
+    """A secret is missing or its backend cannot be used."""
+
+
+class InsecureSecretFile(SecretError):
+    """The opt-in secrets file is readable or writable by someone other than its owner."""
+
+
+class StoreError(GatewayError):
+    """The gateway's SQLite database cannot be opened or used."""
+
+
+class StoreCorrupt(StoreError):
+    """The database file is damaged or not a database; it is left exactly as it was."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer mbe-gateway than this one."""
+
+
+class MBEError(GatewayError):
+    """A call to MBE did not give a usable answer."""
+
+
+class MBEUnavailable(MBEError):
+    """The MBE server is not running or could not be started."""
+
+
+class MBEConnectionLost(MBEError):
+    """The MBE server went away while a call was in flight."""
+
+
+class MBETimeout(MBEError):
+    """An MBE call took longer than its timeout; the session is still usable."""
+
+
+class MBEToolError(MBEError):
+    """The MBE server answered a tool call with an error result."""
+
+
+class MBEProtocolError(MBEError):
+    """The MBE server's answer does not fit the tool contract (docs/mbe-contract.md)."""
+
+
+class MBEToolMissing(MBEError):
+    """The MBE server does not offer this tool."""
+
+
+class ProviderError(GatewayError):
+    """An LLM provider could not answer."""
+
+
+class ProviderFailed(ProviderError):
+    """One provider failed; `retry_after` is the provider's own hint, in seconds, if it gave one."""
+
+    def __init__(self, message: str, *, provider: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.retry_after = retry_after
+
+
+class AllProvidersFailed(ProviderError):
+    """Every provider in the failover chain failed or is cooling down."""
