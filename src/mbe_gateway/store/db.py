@@ -1,0 +1,266 @@
+"""Opening the gateway's SQLite file: checks, pragmas, migrations, and serialised access.
+
+Durability: WAL with `synchronous = NORMAL`, and FULL for the commits that carry a promise.
+With NORMAL every commit survives a `kill -9` (the WAL is in the OS cache) but the last ones
+may roll back on a power cut or kernel crash; with FULL the commit fsyncs the WAL, which
+also makes every earlier commit durable (the WAL is replayed as a prefix). Measured here:
+NORMAL 0.007 ms, FULL 0.25 ms when the disk is quiet and ~4 ms p50 / 12 ms p99 when other
+processes are writing. So only two writes pay for an fsync (`transaction(durable=True)`):
+the inbox put (the platform forgets a message once we acknowledge it) and the outbox claim
+(a reply must be marked "sending" on disk before it can reach the platform, or a power cut
+could make us send it twice). Everything else is redone safely if lost.
+
+A file that is not a healthy gateway database (random bytes, truncated, a directory, no
+permission, another application's database, a newer schema) is refused with StoreError and
+left exactly as it was: nothing is recreated or modified before these checks pass.
+
+One `Database` holds one connection; an anyio lock serialises its users (a transaction on a
+shared connection must not interleave with another task's statements), and each operation
+is shielded from cancellation so a write either completes or never started.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import aiosqlite
+import anyio
+
+from mbe_gateway import paths
+from mbe_gateway.errors import SchemaTooNew, StoreCorrupt, StoreError
+from mbe_gateway.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+BUSY_TIMEOUT_MS: Final = 5000
+_HEADER: Final = b"SQLite format 3\x00"
+_MIN_SQLITE: Final = (3, 35, 0)  # UPDATE ... RETURNING
+
+
+class Database:
+    """The open gateway database; use the table modules (inbox, outbox, ...), not SQL."""
+
+    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+        self.path = path
+        self._conn: aiosqlite.Connection | None = conn
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Database {self.path}>"
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                if self._conn is not None:
+                    conn, self._conn = self._conn, None
+                    await conn.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, alone, for reads or single-statement writes (autocommit)."""
+        async with self._lock:
+            with anyio.CancelScope(shield=True), _translated(self.path):
+                yield self._open_conn()
+
+    @asynccontextmanager
+    async def transaction(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection inside BEGIN IMMEDIATE ... COMMIT (rolled back on any error).
+
+        durable: fsync at commit, so the transaction survives a power cut, not only a crash.
+        """
+        async with self._lock:
+            with anyio.CancelScope(shield=True), _translated(self.path):
+                conn = self._open_conn()
+                if durable:
+                    await conn.execute("PRAGMA synchronous = FULL")
+                try:
+                    await conn.execute("BEGIN IMMEDIATE")
+                    yield conn
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        await conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    if durable:
+                        await conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _open_conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: the database is closed")
+        return self._conn
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """Turns sqlite3 errors into StoreError/StoreCorrupt naming the file and what to do."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise _store_error(path, e) from e
+
+
+def _store_error(path: Path, error: sqlite3.Error) -> StoreError:
+    message = str(error)
+    if isinstance(error, sqlite3.DatabaseError) and (
+        "malformed" in message or "not a database" in message or "corrupt" in message
+    ):
+        return StoreCorrupt(f"{path}: {message}. {_leave_it(path)}")
+    if "locked" in message or "busy" in message:
+        return StoreError(f"{path}: {message}; is another mbe-gateway using it?")
+    return StoreError(f"{path}: {message}")
+
+
+def _leave_it(path: Path) -> str:
+    return (
+        f"It was left untouched: restore a backup, or move it aside (mv {path} {path}.broken) "
+        "and start again with an empty database"
+    )
+
+
+async def open_database(path: Path | None = None) -> Database:
+    """Open (creating if absent) and migrate the gateway database; refuse anything unhealthy."""
+    path = path if path is not None else paths.gateway_db()
+    if sqlite3.sqlite_version_info < _MIN_SQLITE:
+        raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old; mbe-gateway needs 3.35 or newer")
+    _check_file(path)
+    _create_private(path)
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as e:
+        raise _store_error(path, e) from e
+    try:
+        conn.row_factory = sqlite3.Row
+        await _prepare(path, conn)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await conn.close()
+        raise
+    return Database(path, conn)
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, before SQLite touches it, a path that is not a readable, writable, whole SQLite
+    file (an empty or absent file is a new database)."""
+    if path.is_dir():
+        raise StoreError(f"{path}: is a directory, not the gateway database; move it away")
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        _check_writable_dir(path)
+        return
+    except PermissionError:
+        raise StoreError(f"{path}: permission denied; it must be readable and writable by you") from None
+    except OSError as e:
+        raise StoreError(f"{path}: cannot be read ({e.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise StoreError(f"{path}: read-only; it must be writable by you (chmod u+w {path})")
+    _check_writable_dir(path)
+    if size == 0:
+        return
+    if not header.startswith(_HEADER):
+        raise StoreCorrupt(f"{path}: not an SQLite database. {_leave_it(path)}")
+    if len(header) < 100:
+        raise StoreCorrupt(f"{path}: truncated ({size} bytes). {_leave_it(path)}")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, pages = header[24:28], int.from_bytes(header[28:32], "big")
+    if header[92:96] == change_counter and pages and size < pages * page_size:
+        raise StoreCorrupt(
+            f"{path}: truncated ({size} bytes; its header says {pages * page_size}). {_leave_it(path)}"
+        )
+
+
+def _create_private(path: Path) -> None:
+    """Create an absent database file 0600 ourselves: it holds people's conversations, and
+    SQLite gives its -wal and -shm files the database file's permissions."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise StoreError(f"{path}: cannot be created ({e.strerror})") from None
+
+
+def _check_writable_dir(path: Path) -> None:
+    """SQLite needs to create the -wal and -shm files beside the database."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"{parent}: permission denied; the data directory must be writable by you")
+
+
+async def _pragma(conn: aiosqlite.Connection, name: str) -> Any:
+    rows = list(await conn.execute_fetchall(f"PRAGMA {name}"))
+    return rows[0][0] if rows else None
+
+
+async def _prepare(path: Path, conn: aiosqlite.Connection) -> None:
+    """Pragmas and migrations; reads everything that could refuse the file before writing."""
+    try:
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = await _pragma(conn, "user_version")
+        application_id = await _pragma(conn, "application_id")
+        tables = await conn.execute_fetchall("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        _check_ownership(path, version, application_id, has_tables=bool(list(tables)))
+        journal = await _pragma(conn, "journal_mode = WAL")
+        if journal != "wal":
+            raise StoreError(f"{path}: cannot use WAL mode (got {journal}); is it on a network filesystem?")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await _migrate(path, conn)
+    except sqlite3.Error as e:
+        raise _store_error(path, e) from e
+
+
+def _check_ownership(path: Path, version: int, application_id: int, *, has_tables: bool) -> None:
+    if application_id not in (0, APPLICATION_ID) or (application_id == 0 and has_tables):
+        raise StoreError(
+            f"{path}: an SQLite database, but not the gateway's (another application's?); "
+            "it was left untouched. Point MBE_GATEWAY_HOME elsewhere or move the file"
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{path}: written by a newer mbe-gateway (schema v{version}; this one knows up to "
+            f"v{SCHEMA_VERSION}). Upgrade mbe-gateway; the file was left untouched"
+        )
+
+
+async def _migrate(path: Path, conn: aiosqlite.Connection) -> None:
+    """Run every pending migration in one transaction (all or nothing), durably."""
+    with anyio.CancelScope(shield=True):
+        await conn.execute("PRAGMA synchronous = FULL")
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = await _pragma(conn, "user_version")  # again: another process may have migrated
+            if version > SCHEMA_VERSION:
+                _check_ownership(path, version, APPLICATION_ID, has_tables=True)
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    await conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+        finally:
+            await conn.execute("PRAGMA synchronous = NORMAL")

@@ -1,0 +1,187 @@
+"""The outbox: replies waiting to be sent, kept across restarts and retried with backoff.
+
+At most one reply exists per inbox row, so processing a message twice (after a crash)
+cannot queue a second answer. `enqueue_reply` stores the reply and marks its inbox row
+answered in one transaction: either both happened or neither did.
+
+A sender takes due items with `claim_due` (they become `sending`), then reports `mark_sent`
+or `mark_failed` with the time of the next attempt (computing the backoff is the sender's
+business). Items still `sending` at start (`in_doubt`) may or may not have reached the
+platform; the channel decides whether resending is the lesser harm.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from mbe_gateway.store.db import Database
+from mbe_gateway.store.inbox import InboxMessage
+
+OutboxState = Literal["pending", "sending", "sent", "failed"]
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    inbox_id: int | None  # None for a message nobody asked for (a reminder, a job's result)
+    channel: str
+    chat_id: str
+    reply_to: str | None  # the platform message id this answers
+    text: str
+    meta: Mapping[str, Any]
+    state: OutboxState
+    attempts: int  # sending attempts started
+    created_at: float
+    next_attempt_at: float
+    last_error: str | None
+    sent_at: float | None
+    platform_message_id: str | None  # the id the platform gave the sent message
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    item: OutboxItem  # the stored row (the earlier one, if this inbox row already had a reply)
+    is_new: bool
+
+
+_INSERT = (
+    "INSERT INTO outbox (inbox_id, channel, chat_id, reply_to, text, meta, created_at, next_attempt_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (inbox_id) DO NOTHING RETURNING *"
+)
+
+
+async def enqueue_reply(
+    db: Database,
+    message: InboxMessage,
+    text: str,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    now: float | None = None,
+) -> Enqueued:
+    """Queue the one reply to an inbox message and mark that message answered, atomically."""
+    now = time.time() if now is None else now
+    async with db.transaction() as conn:
+        rows = list(
+            await conn.execute_fetchall(
+                _INSERT,
+                (
+                    message.id,
+                    message.channel,
+                    message.chat_id,
+                    message.platform_message_id,
+                    text,
+                    _json(meta),
+                    now,
+                    now,
+                ),
+            )
+        )
+        is_new = bool(rows)
+        if not is_new:
+            rows = list(await conn.execute_fetchall("SELECT * FROM outbox WHERE inbox_id = ?", (message.id,)))
+        await conn.execute(
+            "UPDATE inbox SET state = 'answered', finished_at = ?, last_error = NULL"
+            " WHERE id = ? AND state <> 'answered'",
+            (now, message.id),
+        )
+    return Enqueued(_item(rows[0]), is_new=is_new)
+
+
+async def enqueue(
+    db: Database,
+    *,
+    channel: str,
+    chat_id: str,
+    text: str,
+    meta: Mapping[str, Any] | None = None,
+    now: float | None = None,
+) -> OutboxItem:
+    """Queue a message that answers no inbound one (a reminder, a proactive message)."""
+    now = time.time() if now is None else now
+    async with db.connection() as conn:
+        rows = list(
+            await conn.execute_fetchall(_INSERT, (None, channel, chat_id, None, text, _json(meta), now, now))
+        )
+    return _item(rows[0])
+
+
+async def claim_due(db: Database, *, limit: int = 20, now: float | None = None) -> list[OutboxItem]:
+    """Take up to `limit` due items, oldest first, moving them to `sending` on disk (fsynced)."""
+    async with db.transaction(durable=True) as conn:
+        rows = await conn.execute_fetchall(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1 WHERE id IN"
+            " (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+            "  ORDER BY next_attempt_at, id LIMIT ?) RETURNING *",
+            (time.time() if now is None else now, limit),
+        )
+    return sorted((_item(row) for row in rows), key=lambda item: (item.next_attempt_at, item.id))
+
+
+async def mark_sent(
+    db: Database, item_id: int, *, platform_message_id: str | None = None, now: float | None = None
+) -> None:
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = ?, platform_message_id = ?, last_error = NULL"
+            " WHERE id = ?",
+            (time.time() if now is None else now, platform_message_id, item_id),
+        )
+
+
+async def mark_failed(db: Database, item_id: int, error: str, *, retry_at: float | None) -> None:
+    """Record a failed attempt: try again at `retry_at`, or never (None: failed for good)."""
+    async with db.connection() as conn:
+        if retry_at is None:
+            await conn.execute(
+                "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ?", (error, item_id)
+            )
+        else:
+            await conn.execute(
+                "UPDATE outbox SET state = 'pending', last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (error, retry_at, item_id),
+            )
+
+
+async def in_doubt(db: Database) -> list[OutboxItem]:
+    """Items left `sending` (by a crash): maybe delivered, maybe not."""
+    async with db.connection() as conn:
+        rows = await conn.execute_fetchall("SELECT * FROM outbox WHERE state = 'sending' ORDER BY id")
+    return [_item(row) for row in rows]
+
+
+async def next_due_at(db: Database) -> float | None:
+    """When the earliest pending item is due (None: nothing pending), so a sender can sleep."""
+    async with db.connection() as conn:
+        rows = list(
+            await conn.execute_fetchall("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'")
+        )
+    value = rows[0][0]
+    return None if value is None else float(value)
+
+
+def _json(meta: Mapping[str, Any] | None) -> str:
+    return json.dumps(dict(meta or {}), ensure_ascii=False)
+
+
+def _item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        inbox_id=row["inbox_id"],
+        channel=row["channel"],
+        chat_id=row["chat_id"],
+        reply_to=row["reply_to"],
+        text=row["text"],
+        meta=json.loads(row["meta"]),
+        state=cast(OutboxState, row["state"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        sent_at=row["sent_at"],
+        platform_message_id=row["platform_message_id"],
+    )

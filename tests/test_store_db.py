@@ -1,0 +1,186 @@
+"""Opening the gateway database: migrations, restarts, and refusing files it must not touch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mbe_gateway import paths
+from mbe_gateway.errors import SchemaTooNew, StoreCorrupt, StoreError
+from mbe_gateway.store import db as store_db
+from mbe_gateway.store import inbox, open_database
+from mbe_gateway.store.schema import APPLICATION_ID, SCHEMA_VERSION
+
+pytestmark = pytest.mark.anyio
+
+TABLES = {"inbox", "outbox", "sessions", "messages", "memory_queue"}
+
+
+def _pragma(path: Path, name: str) -> object:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def _side_files(path: Path) -> list[Path]:
+    return [p for p in (Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")) if p.exists()]
+
+
+async def test_first_start_creates_a_private_wal_database_with_every_table(home: Path) -> None:
+    async with await open_database() as db:
+        assert db.path == paths.gateway_db()
+    path = paths.gateway_db()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert _pragma(path, "journal_mode") == "wal"
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
+    assert _pragma(path, "application_id") == APPLICATION_ID
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert TABLES <= tables
+
+
+async def test_data_survives_a_restart_and_migrations_do_not_run_twice(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite3"
+    async with await open_database(path) as db:
+        await inbox.put(db, channel="telegram", platform_message_id="1", chat_id="c", sender_id="u", text="hi")
+    async with await open_database(path) as db:
+        again = await inbox.put(
+            db, channel="telegram", platform_message_id="1", chat_id="c", sender_id="u", text="hi"
+        )
+        assert not again.is_new
+        assert [m.text for m in await inbox.pending(db)] == ["hi"]
+
+
+async def test_a_message_put_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite3"
+    script = f"""
+import anyio, os, signal
+from pathlib import Path
+from mbe_gateway.store import inbox, open_database
+async def main():
+    db = await open_database(Path({str(path)!r}))
+    await inbox.put(db, channel="slack", platform_message_id="E1", chat_id="D1", sender_id="U1", text="keep me")
+    os.kill(os.getpid(), signal.SIGKILL)
+anyio.run(main)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    async with await open_database(path) as db:
+        assert [m.text for m in await inbox.pending(db)] == ["keep me"]
+
+
+async def test_a_database_from_a_newer_gateway_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite3"
+    async with await open_database(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = path.read_bytes()
+    with pytest.raises(SchemaTooNew, match="newer mbe-gateway"):
+        await open_database(path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [os.urandom(8192), b"SQLite format 3\x00" + os.urandom(50)],
+    ids=["random-bytes", "header-only"],
+)
+async def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "g.sqlite3"
+    path.write_bytes(content)
+    with pytest.raises(StoreCorrupt, match="left untouched") as caught:
+        await open_database(path)
+    assert str(path) in str(caught.value)
+    assert path.read_bytes() == content
+    assert _side_files(path) == []
+
+
+async def test_a_truncated_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite3"
+    async with await open_database(path) as db:
+        for i in range(300):
+            await inbox.put(
+                db, channel="t", platform_message_id=str(i), chat_id="c", sender_id="u", text="x" * 200
+            )
+    with sqlite3.connect(path) as conn:  # fold the WAL into the file, as a clean shutdown would
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for side in _side_files(path):
+        side.unlink()
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(StoreCorrupt, match="truncated"):
+        await open_database(path)
+    assert path.read_bytes() == whole[: len(whole) // 2]
+
+
+async def test_a_directory_in_place_of_the_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite3"
+    path.mkdir()
+    with pytest.raises(StoreError, match="is a directory"):
+        await open_database(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read and write any file")
+async def test_a_database_without_permission_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite3"
+    async with await open_database(path):
+        pass
+    path.chmod(0o400)
+    with pytest.raises(StoreError, match="writable"):
+        await open_database(path)
+
+
+async def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('mine')")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not the gateway's"):
+        await open_database(path)
+    assert path.read_bytes() == before
+
+
+async def test_an_empty_file_becomes_a_new_database(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite3"
+    path.touch()
+    async with await open_database(path):
+        pass
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
+
+
+async def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "g.sqlite3"
+    async with await open_database(path):
+        pass
+    broken = (("CREATE TABLE jobs (id INTEGER PRIMARY KEY)", "INSERT INTO no_such_table VALUES (1)"),)
+    monkeypatch.setattr(store_db, "MIGRATIONS", store_db.MIGRATIONS + broken)
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError, match="no_such_table"):
+        await open_database(path)
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'jobs'").fetchone()[0] == 0
+
+
+async def test_a_closed_database_says_so(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "g.sqlite3")
+    await db.close()
+    await db.close()
+    with pytest.raises(StoreError, match="closed"):
+        await inbox.pending(db)
+
+
+async def test_only_promised_writes_pay_for_an_fsync(tmp_path: Path) -> None:
+    async with await open_database(tmp_path / "g.sqlite3") as db:
+        async with db.transaction(durable=True) as conn:
+            during = list(await conn.execute_fetchall("PRAGMA synchronous"))[0][0]
+        async with db.connection() as conn:
+            after = list(await conn.execute_fetchall("PRAGMA synchronous"))[0][0]
+    assert (during, after) == (2, 1)  # FULL for the durable commit, NORMAL otherwise
