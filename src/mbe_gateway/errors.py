@@ -95,4 +95,15 @@ class ProviderFailed(ProviderError):
 
 
 class AllProvidersFailed(ProviderError):
-    """Every provider in the failover chain failed or is cooling down."""
+    """Every provider in the failover chain failed or is cooling down.
+
+    `attempts` holds one secret-free line per provider (why it failed, or how long it still
+    cools down); `retry_in` is how many seconds until the first provider is tried again.
+    """
+
+    def __init__(
+        self, message: str, *, attempts: tuple[str, ...] = (), retry_in: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.retry_in = retry_in
