@@ -41,13 +41,15 @@ async def test_first_start_creates_a_private_wal_database_with_every_table(home:
     assert _pragma(path, "application_id") == APPLICATION_ID
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-    assert TABLES <= tables
+    assert tables >= TABLES
 
 
 async def test_data_survives_a_restart_and_migrations_do_not_run_twice(tmp_path: Path) -> None:
     path = tmp_path / "g.sqlite3"
     async with await open_database(path) as db:
-        await inbox.put(db, channel="telegram", platform_message_id="1", chat_id="c", sender_id="u", text="hi")
+        await inbox.put(
+            db, channel="telegram", platform_message_id="1", chat_id="c", sender_id="u", text="hi"
+        )
     async with await open_database(path) as db:
         again = await inbox.put(
             db, channel="telegram", platform_message_id="1", chat_id="c", sender_id="u", text="hi"
@@ -64,14 +66,14 @@ from pathlib import Path
 from mbe_gateway.store import inbox, open_database
 async def main():
     db = await open_database(Path({str(path)!r}))
-    await inbox.put(db, channel="slack", platform_message_id="E1", chat_id="D1", sender_id="U1", text="keep me")
+    await inbox.put(db, channel="slack", platform_message_id="E1", chat_id="D1", sender_id="U1", text="kept")
     os.kill(os.getpid(), signal.SIGKILL)
 anyio.run(main)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == -signal.SIGKILL, done.stderr
     async with await open_database(path) as db:
-        assert [m.text for m in await inbox.pending(db)] == ["keep me"]
+        assert [m.text for m in await inbox.pending(db)] == ["kept"]
 
 
 async def test_a_database_from_a_newer_gateway_is_refused_untouched(tmp_path: Path) -> None:
@@ -180,7 +182,7 @@ async def test_a_closed_database_says_so(tmp_path: Path) -> None:
 async def test_only_promised_writes_pay_for_an_fsync(tmp_path: Path) -> None:
     async with await open_database(tmp_path / "g.sqlite3") as db:
         async with db.transaction(durable=True) as conn:
-            during = list(await conn.execute_fetchall("PRAGMA synchronous"))[0][0]
+            during = next(iter(await conn.execute_fetchall("PRAGMA synchronous")))[0]
         async with db.connection() as conn:
-            after = list(await conn.execute_fetchall("PRAGMA synchronous"))[0][0]
+            after = next(iter(await conn.execute_fetchall("PRAGMA synchronous")))[0]
     assert (during, after) == (2, 1)  # FULL for the durable commit, NORMAL otherwise

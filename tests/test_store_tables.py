@@ -39,7 +39,13 @@ async def test_a_redelivered_message_is_recognised_and_changes_nothing(db: Datab
         now=100.0,
     )
     again = await inbox.put(
-        db, channel="telegram", platform_message_id="42", chat_id="c1", sender_id="u1", text="edited", now=200.0
+        db,
+        channel="telegram",
+        platform_message_id="42",
+        chat_id="c1",
+        sender_id="u1",
+        text="edited",
+        now=200.0,
     )
     other_channel = await inbox.put(
         db, channel="slack", platform_message_id="42", chat_id="c1", sender_id="u1", text="hi"

@@ -1,0 +1,220 @@
+"""The `mbe-gateway` command: parse, call the part that does the work, print the outcome.
+
+No logic of its own lives here. Imports are lazy (inside each command), so `--help` pays
+only for typer (~0.15 s), never for mcp, aiosqlite, keyring or jieba. Every GatewayError
+becomes one red line on stderr and exit code 1 (usage errors exit 2, as click does);
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from mbe_gateway import __version__
+from mbe_gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mbe_gateway.secrets import Secrets
+
+
+@dataclass(frozen=True)
+class _Options:
+    config: Path | None
+    debug: bool
+
+
+class _Group(TyperGroup):
+    """The root command group: turns a GatewayError from any command into one clear line."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GatewayError as e:
+            if isinstance(ctx.obj, _Options) and ctx.obj.debug:
+                raise
+            _fail(str(e))
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="mbe-gateway",
+    help="A personal AI assistant on your own machine, with MBE's memory over MCP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # plain tracebacks with --debug; never locals (secrets)
+)
+secrets_app = typer.Typer(help="Store, list and delete secrets (API keys, bot tokens).", no_args_is_help=True)
+config_app = typer.Typer(help="Check the config file, or show where it is.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+app.add_typer(config_app, name="config")
+
+
+def main() -> None:
+    app()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="The config file (default: $MBE_GATEWAY_CONFIG or the platform's).",
+            metavar="PATH",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    from mbe_gateway import logs
+
+    ctx.obj = _Options(config=config, debug=debug)
+    logs.configure("debug" if debug else "warning")
+
+
+def _options(ctx: typer.Context) -> _Options:
+    options = ctx.find_root().obj
+    assert isinstance(options, _Options)
+    return options
+
+
+def _config_path(ctx: typer.Context) -> Path:
+    from mbe_gateway import paths
+
+    return _options(ctx).config or paths.config_file()
+
+
+def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, markup=False, soft_wrap=True)
+
+
+def _fail(message: str) -> NoReturn:
+    from rich.text import Text
+
+    _console(stderr=True).print(Text(f"error: {message}", style="bold red"))
+    raise typer.Exit(1)
+
+
+def _secrets(ctx: typer.Context) -> Secrets:
+    from mbe_gateway import paths
+    from mbe_gateway.config import load_config
+    from mbe_gateway.secrets import Secrets
+
+    return Secrets(load_config(_options(ctx).config).secrets, paths.data_dir())
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file (kept as .bak).")] = False,
+) -> None:
+    """Write a commented default config file."""
+    from mbe_gateway.config import write_default_config
+
+    path = _config_path(ctx)
+    backup = write_default_config(path, force=force)
+    console = _console()
+    console.print(f"Wrote {path}" + (f" (the old one is {backup})" if backup else ""))
+    console.print(
+        "Next: store a token with `mbe-gateway secrets set NAME`, edit the file, run `mbe-gateway doctor`."
+    )
+
+
+@secrets_app.command("set")
+def secrets_set(ctx: typer.Context, name: Annotated[str, typer.Argument(help="e.g. telegram_token")]) -> None:
+    """Store a secret (read from a hidden prompt, or from stdin when it is not a terminal)."""
+    secrets = _secrets(ctx)
+    if sys.stdin.isatty():
+        value = typer.prompt(f"Value for {name}", hide_input=True, prompt_suffix=": ")
+    else:
+        value = sys.stdin.read().rstrip("\r\n")
+    where = secrets.set(name, value)
+    _console().print(f'Stored {name.lower()} in {where}. Refer to it as "secret:{name.lower()}".')
+
+
+@secrets_app.command("list")
+def secrets_list(ctx: typer.Context) -> None:
+    """Show secret names and where each is set (never values)."""
+    from rich.table import Table
+
+    secrets = _secrets(ctx)
+    console = _console()
+    entries = secrets.entries()
+    if entries:
+        table = Table("name", "set in (first wins)", box=None, header_style="bold")
+        for entry in entries:
+            table.add_row(entry.name, ", ".join(entry.locations))
+        console.print(table)
+    else:
+        console.print("No secrets yet. Store one with `mbe-gateway secrets set NAME`.")
+    console.print(f"Lookup: {secrets.backend_description()}", style="dim")
+
+
+@secrets_app.command("delete")
+def secrets_delete(ctx: typer.Context, name: str) -> None:
+    """Delete a secret from the keyring (or the opt-in file)."""
+    _secrets(ctx).delete(name)
+    _console().print(f"Deleted {name.lower()}.")
+
+
+@config_app.command("check")
+def config_check(ctx: typer.Context) -> None:
+    """Validate the config file."""
+    from mbe_gateway.config import load_config
+
+    config = load_config(_options(ctx).config)
+    console = _console()
+    if not config.exists:
+        console.print(
+            f"No config file at {config.path}: every default applies (create one with `mbe-gateway init`)."
+        )
+        return
+    channels = [name for name in ("telegram", "discord", "slack") if getattr(config.channels, name).enabled]
+    console.print(f"{config.path} is valid.")
+    mbe = f"url {config.mbe.url}" if config.mbe.url else " ".join(config.mbe.command or ("embedded engine",))
+    console.print(f"  MBE: {mbe}")
+    console.print(f"  LLM providers: {', '.join(p.name for p in config.llm.providers) or 'none'}")
+    console.print(f"  channels on: {', '.join(channels) or 'none'}")
+
+
+@config_app.command("path")
+def config_path(ctx: typer.Context) -> None:
+    """Print where the config file is (or would be)."""
+    typer.echo(str(_config_path(ctx)))
+
+
+@app.command()
+def engine(
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="The engine's database (default: in the data dir).", metavar="PATH"),
+    ] = None,
+) -> None:
+    """Run the embedded MBE engine as an MCP server over stdio."""
+    from mbe_gateway.engine import serve
+
+    serve(db)
+
+
+@app.command()
+def doctor(ctx: typer.Context) -> None:
+    """Check config, secrets, data, the database and MBE, with a fix for each problem."""
+    from mbe_gateway.doctor import run
+
+    raise typer.Exit(run(_options(ctx).config))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(f"mbe-gateway {__version__}")
