@@ -264,7 +264,9 @@ _ANTHROPIC = _AnthropicWire()
 @asynccontextmanager
 async def serve_fake_llm(port: int = 0) -> AsyncGenerator[FakeLLM, None]:
     """Run the fake on 127.0.0.1 (`port` 0: any free port) for the duration of the block."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it every answer written in two parts waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     fake = FakeLLM(f"http://127.0.0.1:{sock.getsockname()[1]}")

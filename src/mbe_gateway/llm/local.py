@@ -100,15 +100,15 @@ class LocalProvider:
     ) -> AsyncGenerator[str, None]:
         async with self._lock:
             llama = await self._loaded()
-            chunks = await self._run(
-                partial(
-                    llama.create_chat_completion,
-                    messages=[{"role": m.role, "content": m.content} for m in messages],
-                    temperature=self.temperature if temperature is None else temperature,
-                    max_tokens=self.max_tokens if max_tokens is None else max_tokens,
-                    stream=True,
-                )
-            )
+            options: dict[str, Any] = {"stream": True}
+            temperature = self.temperature if temperature is None else temperature
+            max_tokens = self.max_tokens if max_tokens is None else max_tokens
+            if temperature is not None:
+                options["temperature"] = temperature
+            if max_tokens is not None:
+                options["max_tokens"] = max_tokens
+            messages_in = [{"role": m.role, "content": m.content} for m in messages]
+            chunks = await self._run(partial(llama.create_chat_completion, messages=messages_in, **options))
             try:
                 wrote = False
                 while (chunk := await self._run(partial(next, chunks, None))) is not None:
