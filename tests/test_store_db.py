@@ -121,6 +121,20 @@ async def test_a_truncated_database_is_refused_untouched(tmp_path: Path) -> None
     assert path.read_bytes() == whole[: len(whole) // 2]
 
 
+async def test_a_database_with_a_damaged_page_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite3"
+    async with await open_database(path) as db:
+        await inbox.put(db, channel="t", platform_message_id="1", chat_id="c", sender_id="u", text="x")
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    damaged = bytearray(path.read_bytes())
+    damaged[100:4096] = os.urandom(3996)  # the schema page, after a valid header
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(StoreCorrupt, match="malformed"):
+        await open_database(path)
+    assert path.read_bytes() == bytes(damaged)
+
+
 async def test_a_directory_in_place_of_the_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "g.sqlite3"
     path.mkdir()

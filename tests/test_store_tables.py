@@ -240,3 +240,16 @@ async def test_two_connections_claim_each_message_exactly_once(tmp_path: Path) -
                 tg.start_soon(claimer, db)
         assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 60
         assert len(await outbox.claim_due(second, limit=100)) == 60
+
+
+async def test_writers_cancelled_midway_leave_the_database_consistent_and_usable(db: Database) -> None:
+    async with anyio.create_task_group() as tg:
+        for i in range(30):
+            tg.start_soon(_put, db, str(i))
+        await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert (await _put(db, "after")).is_new
+    async with db.connection() as conn:
+        assert not conn.in_transaction
+    stored = await inbox.pending(db, limit=100)
+    assert len({m.platform_message_id for m in stored}) == len(stored)

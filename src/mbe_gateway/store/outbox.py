@@ -112,7 +112,7 @@ async def enqueue(
 
 async def claim_due(db: Database, *, limit: int = 20, now: float | None = None) -> list[OutboxItem]:
     """Take up to `limit` due items, oldest first, moving them to `sending` on disk (fsynced)."""
-    async with db.transaction(durable=True) as conn:
+    async with db.connection(durable=True) as conn:
         rows = await conn.execute_fetchall(
             "UPDATE outbox SET state = 'sending', attempts = attempts + 1 WHERE id IN"
             " (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
