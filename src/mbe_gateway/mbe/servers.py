@@ -1,0 +1,77 @@
+"""Where MBE is: the two kinds of server the client can be pointed at, as plain values.
+
+The client never reads config files; config.py turns `[mbe]` into one of these and the
+client runs what it is given. Both are validated here, once, so the code that spawns or
+connects can trust them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from mbe_gateway.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class StdioServer:
+    """An MCP server we start as our child and talk to over its stdin/stdout.
+
+    The child gets a small environment, not ours: the few variables any program needs
+    (see `stdio.ESSENTIAL_ENV`), MBE_GATEWAY_HOME, the names listed in `pass_env` copied
+    from our environment, and then `env` on top. Values are never logged, only names.
+    """
+
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    pass_env: tuple[str, ...] = ()
+    cwd: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.command or not self.command[0]:
+            raise ConfigError("[mbe] command is empty: give the MBE server's command, e.g. ['mbe', 'serve']")
+
+    @property
+    def name(self) -> str:
+        """A short name for logs: the program without directory or arguments, or for a Python
+        interpreter the script or `-m` module it runs."""
+        program, *args = self.command
+        if Path(program).name.startswith("python") and args:
+            if args[0] == "-m" and len(args) > 1:
+                return args[1]
+            if not args[0].startswith("-"):
+                return Path(args[0]).name
+        return Path(program).name
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServer:
+    """A remote MBE reached over streamable HTTP; `api_key` goes out as `Authorization: Bearer`."""
+
+    url: str
+    api_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"[mbe] url must be an http:// or https:// URL, got {self.name!r}")
+
+    @property
+    def name(self) -> str:
+        """The URL without credentials or query, safe for logs and error messages."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+Server = StdioServer | HttpServer
+
+
+def embedded_engine(db: Path) -> StdioServer:
+    """The gateway's own engine on `db`, run by this very interpreter so it sees our packages."""
+    return StdioServer(command=(sys.executable, "-m", "mbe_gateway.engine", "--db", str(db)))
