@@ -1,0 +1,115 @@
+"""mbe_surprise: how new a message is to this user, learned from everything they said before.
+
+Each call compares the message with the user's own earlier messages, then stores it, so
+the next call knows it (online learning). Similarity is the cosine of TF-IDF term
+vectors (sublinear term frequency; smoothed IDF over this user's messages), taken
+against candidates: the user's most recent messages holding each of the message's
+rarest terms (index.py). An exact repeat (same normalised text) is similarity 1 without
+further work. surprise = 1 − max similarity: 0 for something said before, 1 for nothing
+alike, between for a rewording.
+
+The candidates are bounded (SEARCHED_TERMS × PER_TERM), so a call costs about the same
+after ten messages as after fifty thousand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+
+from mbe_gateway.contract import Surprise
+from mbe_gateway.engine import index
+from mbe_gateway.engine.store import insert, transaction
+from mbe_gateway.engine.text import normalize, terms
+
+NOVEL_AT = 0.6
+"""surprise ≥ this is novel, and "explore"; below ADAPT_AT is "reinforce"; between, "adapt"."""
+ADAPT_AT = 0.3
+SEARCHED_TERMS = 4
+PER_TERM = 15
+"""For each of the message's SEARCHED_TERMS rarest terms, its PER_TERM most recent uses."""
+
+
+def learning_mode(score: float) -> str:
+    if score >= NOVEL_AT:
+        return "explore"
+    return "adapt" if score >= ADAPT_AT else "reinforce"
+
+
+def cosine(a: Counter[str], b: Counter[str], idf: Mapping[str, float]) -> float:
+    """Cosine of two term-count vectors weighted (1 + ln tf) · idf; 0 when either is empty."""
+
+    def weights(counts: Counter[str]) -> dict[str, float]:
+        return {t: (1.0 + math.log(n)) * idf.get(t, 1.0) for t, n in counts.items()}
+
+    wa, wb = weights(a), weights(b)
+    dot = sum(w * wb[t] for t, w in wa.items() if t in wb)
+    norm = math.sqrt(sum(w * w for w in wa.values())) * math.sqrt(sum(w * w for w in wb.values()))
+    return min(1.0, dot / norm) if norm else 0.0
+
+
+def _candidates(conn: sqlite3.Connection, user_id: str, searched: list[str]) -> list[Counter[str]]:
+    ids: set[int] = set()
+    for term in searched:
+        ids.update(
+            rowid
+            for (rowid,) in conn.execute(
+                f"SELECT rowid FROM {index.OBSERVATIONS.fts} WHERE {index.OBSERVATIONS.fts} MATCH ? "  # noqa: S608
+                "ORDER BY rowid DESC LIMIT ?",
+                (index.match_any(user_id, [term]), PER_TERM),
+            )
+        )
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(f"SELECT terms FROM observations WHERE id IN ({marks})", tuple(ids))  # noqa: S608
+    return [Counter(row[0].split()) for row in rows]
+
+
+def max_similarity(conn: sqlite3.Connection, user_id: str, digest: str, words: list[str]) -> float:
+    """The highest similarity of a message (its text digest and terms) to the user's history."""
+    repeat = conn.execute(
+        "SELECT 1 FROM observations WHERE user_id = ? AND text_hash = ? LIMIT 1", (user_id, digest)
+    ).fetchone()
+    if repeat:
+        return 1.0
+    query = Counter(words)
+    counts = index.frequencies(conn, index.OBSERVATIONS, user_id, [index.ALL, *query])
+    searched = index.rarest(query, counts, at_most=SEARCHED_TERMS)
+    if not searched:
+        return 0.0
+    candidates = _candidates(conn, user_id, searched)
+    vocabulary = set(query).union(*candidates)
+    counts.update(index.frequencies(conn, index.OBSERVATIONS, user_id, vocabulary - counts.keys()))
+    total = counts.get(index.ALL, 0)
+    idf = {t: math.log((total + 1) / (counts.get(t, 0) + 1)) + 1.0 for t in vocabulary}
+    return max(cosine(query, candidate, idf) for candidate in candidates)
+
+
+def observe(
+    conn: sqlite3.Connection,
+    *,
+    user_id: str,
+    text: str,
+    now: float,
+    username: str | None = None,
+    channel: str | None = None,
+    domain: str | None = None,
+) -> Surprise:
+    """Score `text` against the user's history, then add it to that history."""
+    normalized = normalize(text)
+    digest = hashlib.sha256(normalized.encode()).hexdigest()
+    words = terms(text)
+    score = round(1.0 - max_similarity(conn, user_id, digest, words), 4)
+    result = Surprise(surprise_score=score, is_novel=score >= NOVEL_AT, learning_mode=learning_mode(score))
+    joined = " ".join(words)
+    with transaction(conn):
+        rowid = insert(
+            conn,
+            "INSERT INTO observations (user_id, created_at, text, text_hash, terms, surprise, is_novel, "
+            "username, channel, domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (user_id, now, normalized, digest, joined, score, result.is_novel, username, channel, domain),
+        )
+        index.add(conn, index.OBSERVATIONS, user_id, rowid, words)
+    return result
