@@ -7,10 +7,11 @@ the module, since starting a Python MCP server costs about a second.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 import uvicorn
 
 from mbe_gateway import contract
+from mbe_gateway.errors import MBEUnavailable
 from mbe_gateway.mbe import HttpServer, MBEClient, StdioServer, embedded_engine
 from mbe_servers.well_behaved import build
 
@@ -205,8 +207,30 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
             server.should_exit = True
 
 
+@pytest.fixture
+def every_log_record() -> Iterator[list[logging.LogRecord]]:
+    """All records, from the root and from mbe_gateway (other tests may stop its propagation)."""
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler, loggers = Keep(logging.DEBUG), [logging.getLogger(), logging.getLogger("mbe_gateway")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield seen
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 @pytest.mark.anyio
-async def test_a_remote_mbe_over_http_gets_the_api_key_as_a_bearer_header(tmp_path: Path) -> None:
+async def test_a_remote_mbe_over_http_gets_the_api_key_as_a_bearer_header(
+    tmp_path: Path, every_log_record: list[logging.LogRecord]
+) -> None:
     mcp_app = build().streamable_http_app()
     authorizations: list[str | None] = []
 
@@ -229,6 +253,31 @@ async def test_a_remote_mbe_over_http_gets_the_api_key_as_a_bearer_header(tmp_pa
     assert surprise.is_novel is False
     assert authorizations, "the server saw no request"
     assert set(authorizations) == {"Bearer sk-remote-0123456789abcdef"}
+    assert every_log_record, "nothing was logged, so nothing was checked"
+    for record in every_log_record:
+        assert "0123456789abcdef" not in record.getMessage() + repr(record.__dict__)
+
+
+@pytest.mark.anyio
+async def test_a_remote_mbe_that_cannot_be_reached_is_unavailable_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with MBEClient(HttpServer(f"http://user:pw@127.0.0.1:{port}/mcp?token=t"), home=tmp_path) as mbe:
+        with pytest.raises(MBEUnavailable, match="not ready") as caught:
+            await mbe.wait_ready(1.0)
+    message = str(caught.value)
+    assert f"cannot reach MBE at http://127.0.0.1:{port}/mcp" in message
+    assert "pw" not in message and "token" not in message
+
+
+@pytest.mark.anyio
+async def test_an_error_inside_the_client_block_comes_out_as_it_is(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="from the body"):
+        async with MBEClient(StdioServer(("/nonexistent/bin/mbe",)), home=tmp_path):
+            raise KeyError("from the body")
 
 
 # --- the real embedded engine -------------------------------------------------------------------

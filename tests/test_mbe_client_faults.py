@@ -17,6 +17,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mbe_gateway import contract
 from mbe_gateway.errors import (
@@ -235,12 +237,48 @@ async def test_a_command_that_does_not_exist_is_unavailable_with_a_clear_message
 
 
 @pytest.mark.anyio
-async def test_a_server_that_crashes_at_start_is_retried_and_its_stderr_kept(tmp_path: Path) -> None:
+async def test_a_server_that_crashes_at_start_is_retried_less_and_less_often(
+    tmp_path: Path, records: Records
+) -> None:
     crashing = python("import sys; print('ImportError: no module named mbe', file=sys.stderr); sys.exit(3)")
-    async with MBEClient(crashing, home=tmp_path, backoff=Backoff(base=0.05, cap=0.05)) as mbe:
+    doubling = Backoff(base=0.05, cap=0.4, jitter=0.0)
+    async with MBEClient(crashing, home=tmp_path, backoff=doubling) as mbe:
         with pytest.raises(MBEUnavailable, match="exited with code 3 during startup; its stderr is in"):
             await mbe.wait_ready(1.5)
-    assert (tmp_path / "logs" / "mbe-server.log").read_text().count("no module named mbe") >= 2
+    waits = [getattr(r, "delay_s", None) for r in records.records if r.getMessage() == "restarting MBE"]
+    assert waits[:5] == [0.05, 0.1, 0.2, 0.4, 0.4]
+    assert (tmp_path / "logs" / "mbe-server.log").read_text().count("no module named mbe") >= 5
+
+
+@pytest.mark.anyio
+async def test_a_server_that_ran_healthily_is_restarted_after_the_shortest_wait_again(
+    tmp_path: Path, records: Records
+) -> None:
+    forgiving = Backoff(base=0.2, cap=5.0, healthy_after=0.0, jitter=0.0)
+    async with MBEClient(well_behaved(), home=tmp_path, backoff=forgiving) as mbe:
+        for _ in range(2):
+            await mbe.wait_ready(30)
+            pid = mbe.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: mbe.state != "ready", within=2)
+        await mbe.wait_ready(30)
+    waits = [getattr(r, "delay_s", None) for r in records.records if r.getMessage() == "restarting MBE"]
+    assert waits == [0.2, 0.2]
+
+
+@given(
+    base=st.floats(0.01, 10),
+    cap=st.floats(0.01, 100),
+    attempt=st.integers(0, 10_000),
+    jitter=st.floats(0, 1),
+)
+def test_no_restart_wait_is_longer_than_the_cap_or_the_exponential_bound(
+    base: float, cap: float, attempt: int, jitter: float
+) -> None:
+    bound = min(cap, base * 2.0 ** min(attempt, 32))
+    delay = Backoff(base=base, cap=cap, jitter=jitter).delay(attempt)
+    assert bound * (1 - jitter) - 1e-9 <= delay <= bound
 
 
 @pytest.mark.anyio

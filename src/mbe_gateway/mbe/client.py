@@ -105,11 +105,14 @@ class MBEClient:
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        assert self._tg is not None, "MBEClient was not entered"
+    ) -> None:
+        """Stop the supervisor, and with it the server; an exception from the body propagates
+        as it is (handing it to the task group would wrap it in an exception group)."""
+        if self._tg is None:
+            raise RuntimeError("MBEClient was not entered")
         self._set_state("closed")
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        await self._tg.__aexit__(None, None, None)
 
     @property
     def state(self) -> State:
@@ -138,8 +141,7 @@ class MBEClient:
         with anyio.move_on_after(timeout):
             while self._live() is None:
                 self._raise_if_hopeless()
-                assert self._changed is not None, "enter the MBEClient first"
-                await self._changed.wait()
+                await self._state_change()
             return
         self._raise_if_hopeless()
         raise MBEUnavailable(f"MBE ({self.server.name}) is not ready after {timeout:g} s{self._why()}")
@@ -352,6 +354,8 @@ class MBEClient:
 
     async def _connection(self, deadline: float, limit: float) -> Connection:
         """The live connection; waits only while MBE is starting, and never past `deadline`."""
+        if self._changed is None:
+            raise RuntimeError("use the MBEClient inside `async with` (it is not started)")
         while True:
             conn = self._live()
             if conn is not None:
@@ -361,9 +365,8 @@ class MBEClient:
             self._raise_if_hopeless()
             if self._state != "starting":
                 raise MBEUnavailable(f"MBE ({self.server.name}) is down and being restarted{self._why()}")
-            assert self._changed is not None
             with anyio.move_on_after(deadline - anyio.current_time()) as waited:
-                await self._changed.wait()
+                await self._state_change()
             if waited.cancelled_caught:
                 raise MBEUnavailable(f"MBE ({self.server.name}) is still starting after {limit:g} s")
 
@@ -382,6 +385,11 @@ class MBEClient:
             log.warning("MBE went away during a call", extra={"tool": tool})
             return MBEConnectionLost(f"MBE ({self.server.name}) went away during {tool}; restarting it")
         return MBEToolError(f"{tool} failed on the MBE server: {exc.error.message}")
+
+    async def _state_change(self) -> None:
+        if self._changed is None:
+            raise RuntimeError("use the MBEClient inside `async with` (it is not started)")
+        await self._changed.wait()
 
     def _live(self) -> Connection | None:
         conn = self._conn

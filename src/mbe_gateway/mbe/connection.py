@@ -34,9 +34,6 @@ from mbe_gateway.mbe.stdio import ChildTransport
 log = logging.getLogger(__name__)
 
 CLIENT_INFO: Final = Implementation(name="mbe-gateway", version=__version__)
-# "auto" asks a new server for the 2026 protocol and falls back to the classic handshake for
-# an older one (a real MBE may be built on an older SDK); both serve tools the same way.
-PROTOCOL_MODE: Final = "auto"
 _TOOL_PAGES: Final = 100  # a server whose tool list never ends cannot hang the connect
 _EXIT_CODE_WAIT: Final = 1.0
 
@@ -87,14 +84,16 @@ async def connect(server: Server, *, errlog: Path, home: Path, within: float) ->
         async with AsyncExitStack() as stack:
             child: ChildTransport | None = None
             transport: Transport
+            mode = "auto"  # ask for the 2026 protocol, fall back to the classic handshake
             if isinstance(server, StdioServer):
                 child = transport = ChildTransport(server, errlog=errlog, home=home)
+                mode = server.protocol
             else:
                 http = await stack.enter_async_context(_http_client(server))
                 transport = streamable_http_client(server.url, http_client=http)
             try:
                 client = await stack.enter_async_context(
-                    Client(transport, mode=PROTOCOL_MODE, client_info=CLIENT_INFO, cache=None)
+                    Client(transport, mode=mode, client_info=CLIENT_INFO, cache=None)
                 )
                 tools = await _list_tools(client)
             except Exception as exc:  # the HTTP transport wraps its errors in exception groups
