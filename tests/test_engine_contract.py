@@ -86,7 +86,8 @@ async def test_tool_list_is_exactly_the_five_required_tools_with_the_contract_sc
 async def test_every_tool_answers_a_new_user_within_its_output_schema(engine: Client) -> None:
     user = "schema-check"
     await surprise(engine, user, "hello there")
-    await call(engine, contract.ROUTE, {"input": "hello there", "user_profile": {"user_id": user}})
+    hinted = {"input": "hello there", "user_profile": {"user_id": user, "tier": "gold"}, "hint": "x"}
+    await call(engine, contract.ROUTE, hinted)  # fields the engine does not know are ignored
     await call(
         engine, contract.MEMORY_WRITE, {"user_id": user, "memory_type": "episodic", "content": {"a": 1}}
     )

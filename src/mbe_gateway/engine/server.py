@@ -94,7 +94,7 @@ class Engine:
 
     @cached_property
     def _validators(self) -> dict[str, Any]:
-        from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+        from jsonschema import Draft202012Validator
 
         return {name: Draft202012Validator(contract.INPUT_SCHEMAS[name]) for name in TOOLS}
 
@@ -102,7 +102,7 @@ class Engine:
         """Why these arguments cannot be used for `tool`, or None when they can."""
         if tool not in self._handlers:
             return f"unknown tool {tool!r}; this engine offers {', '.join(TOOLS)}"
-        from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+        from jsonschema.exceptions import best_match
 
         error = best_match(self._validators[tool].iter_errors(arguments))
         if error is not None:
