@@ -8,7 +8,6 @@ the next; nothing here retries. What went wrong on the way up becomes MBEUnavail
 
 from __future__ import annotations
 
-import logging
 import math
 import signal
 from collections.abc import AsyncIterator
@@ -30,8 +29,6 @@ from mbe_gateway import __version__, contract
 from mbe_gateway.errors import MBEError, MBEProtocolError, MBEUnavailable
 from mbe_gateway.mbe.servers import HttpServer, Server, StdioServer
 from mbe_gateway.mbe.stdio import ChildTransport
-
-log = logging.getLogger(__name__)
 
 CLIENT_INFO: Final = Implementation(name="mbe-gateway", version=__version__)
 _TOOL_PAGES: Final = 100  # a server whose tool list never ends cannot hang the connect

@@ -26,7 +26,6 @@ from typing import Final, Self
 import anyio
 import anyio.abc
 import mcp_types
-from mcp.client._transport import TransportStreams
 from mcp.shared.message import SessionMessage
 
 from mbe_gateway.errors import MBEUnavailable
@@ -108,7 +107,7 @@ class ChildTransport:
             raise RuntimeError("the MBE child is not running: enter the transport first")
         return self._process
 
-    async def __aenter__(self) -> TransportStreams:
+    async def __aenter__(self) -> tuple[_LineReader, _LineWriter]:
         env = child_environment(self.server, home=self.home)
         fd = _open_errlog(self.errlog, self.server)
         try:
