@@ -329,6 +329,7 @@ INVALID = [
         "importance",
     ),
     (contract.MEMORY_WRITE, {"user_id": U, "memory_type": "Not A Type", "content": {}}, "memory_type"),
+    (contract.MEMORY_WRITE, {"user_id": U, "memory_type": "semantic\n", "content": {}}, "memory_type"),
     (contract.MEMORY_WRITE, {"user_id": U, "memory_type": "semantic", "content": "text"}, "content"),
     (
         contract.MEMORY_WRITE,

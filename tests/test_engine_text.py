@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -427,3 +429,13 @@ def test_surprise_stays_fast_on_a_long_history(conn: sqlite3.Connection) -> None
         surprise.observe(conn, user_id="busy", text=f"what about topic {i} 话题{i}", now=NOW + 2000 + i)
     per_call = (time.perf_counter() - started) / 50
     assert per_call < 0.02  # measured ≈ 0.5 ms (≈ 2 ms after 50 000 messages); generous for CI
+
+
+def test_the_engine_imports_only_the_shared_modules_of_the_gateway_and_mcp_only_when_serving() -> None:
+    probe = "import sys, mbe_gateway.engine.__main__; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    ours = {m for m in loaded if m.startswith("mbe_gateway.") and not m.startswith("mbe_gateway.engine")}
+    assert ours <= {"mbe_gateway.contract", "mbe_gateway.errors", "mbe_gateway.paths"}
+    assert not {"mcp", "pydantic", "jsonschema"} & set(loaded)

@@ -37,17 +37,20 @@ HISTORY = 20
 CONTINUITY = 0.25
 
 
-def _contains_run(words: list[str], run: tuple[str, ...]) -> bool:
+def _contains_run(words: list[str], present: set[str], run: tuple[str, ...]) -> bool:
+    if run[0] not in present:
+        return False
     n = len(run)
-    return any(tuple(words[i : i + n]) == run for i in range(len(words) - n + 1))
+    return n == 1 or any(tuple(words[i : i + n]) == run for i in range(len(words) - n + 1))
 
 
 def evidence(expert: CatalogExpert, normalized: str, words: list[str]) -> float:
     """The summed weight of the expert's keywords that occur in the message."""
+    present = set(words)
     return sum(
         k.weight
         for k in expert.keywords
-        if (k.text in normalized if k.chinese else _contains_run(words, k.terms))
+        if (k.text in normalized if k.chinese else _contains_run(words, present, k.terms))
     )
 
 

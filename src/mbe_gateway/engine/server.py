@@ -108,6 +108,10 @@ class Engine:
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "arguments"
             return f"{tool}: invalid arguments: {where}: {_shorten(error.message)}"
+        memory_type = arguments.get("memory_type")
+        if isinstance(memory_type, str) and memory_type.endswith("\n"):
+            # Python's `$` (jsonschema's pattern) also matches before a final newline.
+            return f"{tool}: invalid arguments: memory_type: {memory_type!r} ends with a newline"
         if tool == contract.MEMORY_WRITE:
             size = len(json.dumps(arguments["content"], ensure_ascii=False))
             if size > MAX_CONTENT_CHARS:

@@ -63,7 +63,10 @@ def _candidates(conn: sqlite3.Connection, user_id: str, searched: list[str]) -> 
             )
         )
     marks = ",".join("?" * len(ids))
-    rows = conn.execute(f"SELECT terms FROM observations WHERE id IN ({marks})", tuple(ids))  # noqa: S608
+    rows = conn.execute(
+        f"SELECT terms FROM observations WHERE id IN ({marks}) AND user_id = ?",  # noqa: S608
+        (*ids, user_id),
+    )
     return [Counter(row[0].split()) for row in rows]
 
 
@@ -84,7 +87,7 @@ def max_similarity(conn: sqlite3.Connection, user_id: str, digest: str, words: l
     counts.update(index.frequencies(conn, index.OBSERVATIONS, user_id, vocabulary - counts.keys()))
     total = counts.get(index.ALL, 0)
     idf = {t: math.log((total + 1) / (counts.get(t, 0) + 1)) + 1.0 for t in vocabulary}
-    return max(cosine(query, candidate, idf) for candidate in candidates)
+    return max((cosine(query, candidate, idf) for candidate in candidates), default=0.0)
 
 
 def observe(
