@@ -209,9 +209,13 @@ def engine(
 @app.command()
 def doctor(ctx: typer.Context) -> None:
     """Check config, secrets, data, the database and MBE, with a fix for each problem."""
+    from mbe_gateway import logs
     from mbe_gateway.doctor import run
 
-    raise typer.Exit(run(_options(ctx).config))
+    options = _options(ctx)
+    if not options.debug:  # doctor reports every finding itself; the parts' warnings would repeat them
+        logs.configure("error")
+    raise typer.Exit(run(options.config))
 
 
 @app.command()

@@ -173,6 +173,13 @@ class Secrets:
     def names(self) -> list[str]:
         return [entry.name for entry in self.entries()]
 
+    def is_degraded(self) -> bool:
+        """Whether secrets lack a secure home here: no secure keyring (so only the environment),
+        a plain-text keyring, or the opt-in file. `doctor` shows this as a warning."""
+        if self._backend == "env":
+            return False
+        return self._backend == "file" or _safety(self._keyring()) != "secure"
+
     def backend_description(self) -> str:
         """One line for `doctor` and `secrets list`: where secrets come from, honestly."""
         env = f"environment variables {paths.ENV_SECRET_PREFIX}<NAME>"

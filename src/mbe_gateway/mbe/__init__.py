@@ -2,6 +2,15 @@
 
 from mbe_gateway.mbe.backoff import Backoff
 from mbe_gateway.mbe.client import MBEClient, State
-from mbe_gateway.mbe.servers import HttpServer, Server, StdioServer, embedded_engine
+from mbe_gateway.mbe.servers import HttpServer, Server, StdioServer, embedded_engine, from_settings
 
-__all__ = ["Backoff", "HttpServer", "MBEClient", "Server", "State", "StdioServer", "embedded_engine"]
+__all__ = [
+    "Backoff",
+    "HttpServer",
+    "MBEClient",
+    "Server",
+    "State",
+    "StdioServer",
+    "embedded_engine",
+    "from_settings",
+]

@@ -11,10 +11,13 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from mbe_gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mbe_gateway.config import MBESettings, SecretRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +91,26 @@ def embedded_engine(db: Path) -> StdioServer:
     return StdioServer(
         command=(sys.executable, "-m", "mbe_gateway.engine", "--db", str(db)), protocol="legacy"
     )
+
+
+class SecretSource(Protocol):
+    """What `from_settings` needs of mbe_gateway.secrets.Secrets."""
+
+    def get(self, ref: SecretRef) -> str: ...
+
+    def resolve_env(self, mapping: Mapping[str, str]) -> dict[str, str]: ...
+
+
+def from_settings(settings: MBESettings, secrets: SecretSource, data_dir: Path) -> Server:
+    """The server `[mbe]` names: a remote URL, a command, or (by default) the embedded engine.
+
+    Secrets are resolved here, at the edge, so the client only ever holds values it needs.
+    """
+    if settings.url is not None:
+        key = secrets.get(settings.api_key) if settings.api_key is not None else None
+        return HttpServer(settings.url, api_key=key)
+    env = secrets.resolve_env(settings.env)
+    if settings.command is None:
+        engine = embedded_engine(data_dir / "engine.sqlite3")
+        return StdioServer(engine.command, env=env, pass_env=settings.pass_env, protocol=engine.protocol)
+    return StdioServer(settings.command, env=env, pass_env=settings.pass_env)

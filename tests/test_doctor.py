@@ -1,0 +1,77 @@
+"""`mbe-gateway doctor` tells a user, line by line, what works and what to fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mbe_gateway import contract
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ"
+
+
+def doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mbe_gateway", *args, "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def test_fresh_machine_passes_every_check_and_round_trips_each_tool(home: Path) -> None:
+    result = doctor()
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "(absent: using the defaults)" in out
+    assert "✓ database" in out
+    assert "✓ mbe server" in out
+    for tool in contract.REQUIRED_TOOLS:
+        assert f"✓ {tool}" in out
+        assert " ms" in out.split(f"✓ {tool}")[1].splitlines()[0]
+    assert "- mbe_generate  not offered" in out
+    assert (home / "gateway.sqlite3").exists()
+    assert (home / "engine.sqlite3").exists()
+
+
+def test_invalid_config_fails_and_says_where_without_touching_data(home: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[mbe]\ncall_timeout = 'soon'\n")
+    result = doctor("--config", str(config))
+    assert result.returncode == 1
+    assert "✗ config" in result.stdout
+    assert "call_timeout" in result.stdout
+    assert "- everything else  needs a valid config" in result.stdout
+    assert list(home.iterdir()) == []
+
+
+def test_missing_secret_is_named_with_how_to_set_it(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[channels.telegram]\nenabled = true\ntoken = "secret:telegram_token"\n')
+    result = doctor("--config", str(config))
+    assert result.returncode == 1
+    assert "✗ secret telegram_token" in result.stdout
+    assert "MBE_GATEWAY_SECRET_TELEGRAM_TOKEN" in result.stdout
+    assert "- mbe  needs the secrets above" in result.stdout
+
+
+def test_secret_values_never_appear_in_the_output(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[channels.telegram]\nenabled = true\ntoken = "secret:telegram_token"\n')
+    result = doctor("--config", str(config), env={"MBE_GATEWAY_SECRET_TELEGRAM_TOKEN": TOKEN})
+    assert "✓ secret telegram_token  set" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_an_mbe_command_that_cannot_run_is_a_clear_failure(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[mbe]\ncommand = ["/nonexistent/mbe-server", "serve"]\nconnect_timeout = 5\n')
+    result = doctor("--config", str(config))
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if "mbe server" in line)
+    assert line.startswith("✗")
+    assert "/nonexistent/mbe-server" in line or "mbe-server" in line
+    assert "Traceback" not in result.stdout + result.stderr
