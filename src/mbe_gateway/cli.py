@@ -214,7 +214,7 @@ def doctor(ctx: typer.Context) -> None:
 
     options = _options(ctx)
     if not options.debug:  # doctor reports every finding itself; the parts' warnings would repeat them
-        logs.configure("error")
+        logs.configure("critical")
     raise typer.Exit(run(options.config))
 
 
