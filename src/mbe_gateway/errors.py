@@ -17,9 +17,12 @@ ever carries a secret's value (only its name).
     │   ├── MBEToolError           the server answered the call with an error
     │   ├── MBEProtocolError       the server's answer does not fit the tool contract
     │   └── MBEToolMissing         an (optional) tool is not offered by this server
-    └── ProviderError          an LLM provider could not answer
-        ├── ProviderFailed         one provider failed (the chain tries the next)
-        └── AllProvidersFailed     every provider in the chain failed
+    ├── ProviderError          an LLM provider could not answer
+    │   ├── ProviderFailed         one provider failed (the chain tries the next)
+    │   └── AllProvidersFailed     every provider in the chain failed
+    └── ChannelError           a chat platform could not be reached or refused us
+        ├── ChannelAuthFailed      the platform rejected our token: fix it, retrying won't help
+        └── SendFailed             one message could not be sent (retryable or not, with a hint)
 """
 
 from __future__ import annotations
@@ -107,3 +110,21 @@ class AllProvidersFailed(ProviderError):
         super().__init__(message)
         self.attempts = attempts
         self.retry_in = retry_in
+
+
+class ChannelError(GatewayError):
+    """A chat platform could not be reached, or refused what we asked of it."""
+
+
+class ChannelAuthFailed(ChannelError):
+    """The platform rejected our credentials; the message says which secret to fix."""
+
+
+class SendFailed(ChannelError):
+    """A message could not be sent. `retryable` says whether trying again can help (network,
+    5xx, 429) or not (chat gone, bot blocked); `retry_after` is the platform's own wait, in seconds."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
