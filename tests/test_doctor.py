@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
+import pytest
+
+from fake_llm_servers import Answer, Status, serve_fake_llm
 from mbe_gateway import contract
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ"
@@ -75,3 +80,26 @@ def test_an_mbe_command_that_cannot_run_is_a_clear_failure(tmp_path: Path) -> No
     assert line.startswith("✗")
     assert "/nonexistent/mbe-server" in line or "mbe-server" in line
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.anyio
+async def test_each_provider_answers_with_its_latency_or_fails_clearly(tmp_path: Path) -> None:
+    async with serve_fake_llm() as fake:
+        fake.queue(Answer("ready"), Status(500))
+        config = tmp_path / "config.toml"
+        config.write_text(
+            "[[llm.providers]]\n"
+            f'kind = "openai"\nname = "good"\nbase_url = "{fake.openai_url}"\nmodel = "m1"\n'
+            "[[llm.providers]]\n"
+            f'kind = "openai"\nname = "broken"\nbase_url = "{fake.openai_url}"\nmodel = "m2"\n'
+        )
+        result = await anyio.run_process(
+            [sys.executable, "-m", "mbe_gateway", "--config", str(config), "doctor"],
+            check=False,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    out = result.stdout.decode()
+    assert result.returncode == 1
+    assert re.search(r"✓ llm good  fake-model answered in \d+ ms", out), out
+    assert "✗ llm broken" in out
+    assert "500" in out.split("✗ llm broken")[1].splitlines()[0]

@@ -74,8 +74,10 @@ async def _run_checks(config_path: Path | None, show: Callable[[Check], None]) -
     await _check_store(show)
     if secrets_ok:
         await _check_mbe(config, data, show)
+        await _check_providers(config, data, show)
     else:
         show(Check("mbe", "skip", "needs the secrets above"))
+        show(Check("llm", "skip", "needs the secrets above"))
 
 
 def _check_data_dir(data: Path) -> Check:
@@ -188,3 +190,41 @@ async def _check_mbe(config: Config, data: Path, show: Callable[[Check], None]) 
                 show(Check(tool, "fail", str(e)))
                 continue
             show(Check(tool, "pass", f"{(time.perf_counter() - started) * 1000:.1f} ms"))
+
+
+async def _check_providers(config: Config, data: Path, show: Callable[[Check], None]) -> None:
+    """One short answer from each provider in the chain, in order, with its latency.
+
+    A `kind = "mbe"` provider is checked by the MBE section (mbe_generate), not here: it needs
+    the running MBE client, and the chain built here has none.
+    """
+    from mbe_gateway.llm import ChatMessage, build_provider
+    from mbe_gateway.llm.factory import default_providers
+    from mbe_gateway.secrets import Secrets
+
+    try:
+        providers = config.llm.providers or default_providers()
+    except GatewayError as e:
+        show(Check("llm", "warn", str(e), "the assistant cannot answer until a model is configured"))
+        return
+    secrets = Secrets(config.secrets, data)
+    question = [ChatMessage("user", "Reply with one word: ready")]
+    for settings in providers:
+        if settings.kind == "mbe":
+            continue
+        name = f"llm {settings.name}"
+        try:
+            provider = build_provider(settings, secrets=secrets)
+        except GatewayError as e:
+            show(Check(name, "fail", str(e)))
+            continue
+        started = time.perf_counter()
+        try:
+            answer = await provider.complete(question, max_tokens=8)
+        except GatewayError as e:
+            show(Check(name, "fail", str(e)))
+            continue
+        finally:
+            await provider.aclose()
+        elapsed = (time.perf_counter() - started) * 1000
+        show(Check(name, "pass", f"{answer.model or settings.kind} answered in {elapsed:.0f} ms"))

