@@ -151,10 +151,27 @@ class SecretsSettings:
 
 
 @dataclass(frozen=True)
+class AssistantSettings:
+    """How the assistant converses: its persona, the reply decorations, context and pacing."""
+
+    persona: str = ""  # "": the built-in persona, in [gateway] language
+    show_novelty: bool = True  # the "new to you (surprise 0.82)" line
+    show_expert: bool = True  # the "answered by the X expert" line...
+    expert_confidence: float = 0.8  # ...when routing is at least this confident
+    debounce: float = 0.0  # seconds of quiet to wait for more of a burst before answering
+    history_turns: int = 12  # recent exchanges of the session put in the prompt
+    context_chars: int = 8000  # bound on the prompt's size (system + history + message)
+    idle_reset_minutes: int = 240  # a session quiet this long starts afresh; 0 = never
+    memory_top_k: int = 5  # memories recalled per message
+    max_message_chars: int = 16000  # longer messages get a polite refusal
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path  # where the config was (or would be) read from
     exists: bool  # False: no file, every value is a default
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    assistant: AssistantSettings = field(default_factory=AssistantSettings)
     mbe: MBESettings = field(default_factory=MBESettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     channels: ChannelsSettings = field(default_factory=ChannelsSettings)
@@ -364,6 +381,23 @@ def _gateway(t: _Table) -> GatewaySettings:
     return GatewaySettings(language=t.choice("language", LANGUAGES, "en"), log_level=level)
 
 
+def _assistant(t: _Table) -> AssistantSettings:
+    return AssistantSettings(
+        persona=t.string("persona", "", expected="your system prompt, as non-empty text"),
+        show_novelty=t.boolean("show_novelty", True),
+        show_expert=t.boolean("show_expert", True),
+        expert_confidence=t.number(
+            "expert_confidence", 0.8, expected="a number from 0 to 1", ok=lambda v: 0 <= v <= 1
+        ),
+        debounce=t.number("debounce", 0.0, expected="seconds from 0 to 30", ok=lambda v: 0 <= v <= 30),
+        history_turns=t.integer("history_turns", 12, 0, 100),
+        context_chars=t.integer("context_chars", 8000, 1000, 1_000_000),
+        idle_reset_minutes=t.integer("idle_reset_minutes", 240, 0, 525_600),
+        memory_top_k=t.integer("memory_top_k", 5, 0, 20),
+        max_message_chars=t.integer("max_message_chars", 16000, 100, 32_000),
+    )
+
+
 def _mbe(t: _Table) -> MBESettings:
     command = _command(t)
     url = t.url("url", None)
@@ -543,6 +577,7 @@ def _secrets(t: _Table) -> SecretsSettings:
 
 _SECTIONS: Final[dict[str, Callable[[_Table], Any]]] = {
     "gateway": _gateway,
+    "assistant": _assistant,
     "mbe": _mbe,
     "llm": _llm,
     "channels": _channels,
@@ -592,6 +627,19 @@ _DEFAULT_CONFIG: Final = """\
 [gateway]
 # language = "en"                   # "en" | "zh": the language of the bot's own words
 # log_level = "info"                # "debug" | "info" | "warning" | "error"
+
+[assistant]
+# persona = "You are my patient cooking and travel companion."   # default: a built-in one
+# show_novelty = true               # add "💡 New to you (surprise 0.82)" to novel answers
+# show_expert = true                # add "🤖 Answered by the cooking expert"...
+# expert_confidence = 0.8           # ...when routing is at least this confident
+# debounce = 0.0                    # seconds to wait for more of a burst (a burst that
+#                                   # arrives while a reply is being written joins it anyway)
+# history_turns = 12                # recent exchanges the model sees
+# context_chars = 8000              # bound on the prompt (lower it for small local models)
+# idle_reset_minutes = 240          # start afresh after this long without messages; 0 = never
+# memory_top_k = 5                  # memories recalled per message
+# max_message_chars = 16000         # longer messages are politely refused
 
 [mbe]
 # By default the gateway spawns its own embedded engine. To use an installed MBE instead,

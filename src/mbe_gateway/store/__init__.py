@@ -5,7 +5,7 @@ async with await open_database() as db:
     put = await inbox.put(db, channel="telegram", platform_message_id="42", ...)
 """
 
-from mbe_gateway.store import history, inbox, memory_queue, outbox, sessions
+from mbe_gateway.store import exchanges, history, inbox, memory_queue, outbox, sessions
 from mbe_gateway.store.db import Database, open_database
 from mbe_gateway.store.history import HistoryMessage
 from mbe_gateway.store.inbox import InboxMessage
@@ -20,6 +20,7 @@ __all__ = [
     "OutboxItem",
     "PendingMemory",
     "Session",
+    "exchanges",
     "history",
     "inbox",
     "memory_queue",

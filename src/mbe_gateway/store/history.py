@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
+import aiosqlite
+
 from mbe_gateway.errors import StoreError
 from mbe_gateway.store.db import Database
 
@@ -50,27 +52,59 @@ async def append(
 ) -> HistoryMessage:
     """Add a message to the session's current generation."""
     async with db.connection() as conn:
-        rows = list(
-            await conn.execute_fetchall(
-                "INSERT INTO messages (session_id, generation, inbox_id, role, sender_id, text, created_at,"
-                " surprise, expert_id, total_ms, timings)"
-                " SELECT id, generation, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE id = ? RETURNING *",
-                (
-                    inbox_id,
-                    role,
-                    sender_id,
-                    text,
-                    time.time() if now is None else now,
-                    surprise,
-                    expert_id,
-                    total_ms,
-                    json.dumps(dict(timings or {})),
-                    session_id,
-                ),
-            )
+        return await insert(
+            conn,
+            session_id,
+            role,
+            text,
+            sender_id=sender_id,
+            inbox_id=inbox_id,
+            surprise=surprise,
+            expert_id=expert_id,
+            total_ms=total_ms,
+            timings=timings,
+            now=now,
+            where=db.path,
         )
+
+
+async def insert(
+    conn: aiosqlite.Connection,
+    session_id: int,
+    role: Role,
+    text: str,
+    *,
+    sender_id: str | None = None,
+    inbox_id: int | None = None,
+    surprise: float | None = None,
+    expert_id: str | None = None,
+    total_ms: float | None = None,
+    timings: Mapping[str, float] | None = None,
+    now: float | None = None,
+    where: object = "the gateway database",
+) -> HistoryMessage:
+    """`append` on a connection the caller holds, for writes that must commit together."""
+    rows = list(
+        await conn.execute_fetchall(
+            "INSERT INTO messages (session_id, generation, inbox_id, role, sender_id, text, created_at,"
+            " surprise, expert_id, total_ms, timings)"
+            " SELECT id, generation, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE id = ? RETURNING *",
+            (
+                inbox_id,
+                role,
+                sender_id,
+                text,
+                time.time() if now is None else now,
+                surprise,
+                expert_id,
+                total_ms,
+                json.dumps(dict(timings or {})),
+                session_id,
+            ),
+        )
+    )
     if not rows:
-        raise StoreError(f"{db.path}: no session {session_id}")
+        raise StoreError(f"{where}: no session {session_id}")
     return _message(rows[0])
 
 

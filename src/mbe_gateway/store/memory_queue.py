@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiosqlite
+
 from mbe_gateway.store.db import Database
 
 
@@ -40,19 +42,32 @@ async def push(
 ) -> int:
     """Queue one memory write; returns its id."""
     async with db.connection() as conn:
-        rows = list(
-            await conn.execute_fetchall(
-                "INSERT INTO memory_queue (user_id, memory_type, content, importance, created_at)"
-                " VALUES (?, ?, ?, ?, ?) RETURNING id",
-                (
-                    user_id,
-                    memory_type,
-                    json.dumps(dict(content), ensure_ascii=False),
-                    importance,
-                    time.time() if now is None else now,
-                ),
-            )
+        return await insert(conn, user_id, memory_type, content, importance, now=now)
+
+
+async def insert(
+    conn: aiosqlite.Connection,
+    user_id: str,
+    memory_type: str,
+    content: Mapping[str, Any],
+    importance: float,
+    *,
+    now: float | None = None,
+) -> int:
+    """`push` on a connection the caller holds, for writes that must commit together."""
+    rows = list(
+        await conn.execute_fetchall(
+            "INSERT INTO memory_queue (user_id, memory_type, content, importance, created_at)"
+            " VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (
+                user_id,
+                memory_type,
+                json.dumps(dict(content), ensure_ascii=False),
+                importance,
+                time.time() if now is None else now,
+            ),
         )
+    )
     return int(rows[0][0])
 
 

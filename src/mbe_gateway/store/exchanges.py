@@ -1,0 +1,83 @@
+"""One answered exchange, recorded in one transaction.
+
+The user's message(s), the assistant's reply with its timings, the session's turn count and
+the memory write waiting for MBE either all reach the disk or none do: a crash can never
+leave a reply on record whose memory was dropped, or a memory whose reply is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mbe_gateway.store import history, memory_queue
+from mbe_gateway.store.db import Database
+
+
+@dataclass(frozen=True)
+class MemoryWrite:
+    user_id: str
+    memory_type: str
+    content: Mapping[str, Any]
+    importance: float
+
+
+@dataclass(frozen=True)
+class UserMessage:
+    text: str
+    inbox_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Exchange:
+    session_id: int
+    sender_id: str
+    said: Sequence[UserMessage]  # one message, or a burst answered together
+    reply: str
+    surprise: float | None = None
+    expert_id: str | None = None
+    total_ms: float | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    memory: MemoryWrite | None = None
+
+
+async def record(db: Database, exchange: Exchange, *, now: float | None = None) -> int:
+    """Write the exchange; returns the id of the queued memory write (0 when there is none)."""
+    now = time.time() if now is None else now
+    async with db.transaction() as conn:
+        for message in exchange.said:
+            await history.insert(
+                conn,
+                exchange.session_id,
+                "user",
+                message.text,
+                sender_id=exchange.sender_id,
+                inbox_id=message.inbox_id,
+                surprise=exchange.surprise,
+                now=now,
+                where=db.path,
+            )
+        await history.insert(
+            conn,
+            exchange.session_id,
+            "assistant",
+            exchange.reply,
+            inbox_id=exchange.said[-1].inbox_id if exchange.said else None,
+            expert_id=exchange.expert_id,
+            total_ms=exchange.total_ms,
+            timings=exchange.timings,
+            now=now,
+            where=db.path,
+        )
+        await conn.execute(
+            "UPDATE sessions SET turns = turns + 1, last_active_at = ? WHERE id = ?",
+            (now, exchange.session_id),
+        )
+        if exchange.memory is None:
+            return 0
+        memory = exchange.memory
+        return await memory_queue.insert(
+            conn, memory.user_id, memory.memory_type, memory.content, memory.importance, now=now
+        )
