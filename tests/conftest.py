@@ -7,9 +7,19 @@ test can read or write the developer's real config, data or secrets.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from mbe_gateway.config import AssistantSettings
+from mbe_gateway.llm import ChatMessage, ScriptedProvider
+from mbe_gateway.mbe import Backoff, MBEClient, embedded_engine
+from mbe_gateway.memory_writer import MemoryWriter
+from mbe_gateway.pipeline import Pipeline
+from mbe_gateway.store import Database, open_database
+from mbe_gateway.texts import Language
 
 
 @pytest.fixture
@@ -27,3 +37,45 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in [n for n in os.environ if n.startswith("MBE_GATEWAY_SECRET_")]:
         monkeypatch.delenv(name)
     return data
+
+
+def echo(messages: Sequence[ChatMessage]) -> str:
+    """A scripted model that repeats the user: replies are predictable, prompts inspectable."""
+    return f"You said: {messages[-1].content}"
+
+
+@dataclass
+class Rig:
+    db: Database
+    mbe: MBEClient
+    llm: ScriptedProvider
+    writer: MemoryWriter
+    pipeline: Pipeline
+
+
+@pytest.fixture
+async def rig(home: Path) -> AsyncIterator[Callable[..., Rig]]:
+    """Builds a pipeline on the real engine; call it with the provider and settings wanted."""
+    async with await open_database(home / "gateway.sqlite3") as db:
+        server = embedded_engine(home / "engine.sqlite3")
+        async with MBEClient(server, home=home, backoff=Backoff(base=1.5, jitter=0)) as mbe:
+            await mbe.wait_ready(30)
+
+            def build(
+                llm: ScriptedProvider | None = None,
+                language: Language = "en",
+                **settings: object,
+            ) -> Rig:
+                provider = llm or ScriptedProvider(echo)
+                writer = MemoryWriter(db, mbe)
+                pipeline = Pipeline(
+                    db=db,
+                    mbe=mbe,
+                    llm=provider,
+                    settings=AssistantSettings(**settings),  # type: ignore[arg-type]
+                    language=language,
+                    on_recorded=writer.nudge,
+                )
+                return Rig(db, mbe, provider, writer, pipeline)
+
+            yield build

@@ -8,62 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import pytest
 
-from mbe_gateway.config import AssistantSettings
 from mbe_gateway.errors import ProviderFailed
-from mbe_gateway.llm import Chain, ChatMessage, ScriptedProvider
-from mbe_gateway.mbe import Backoff, MBEClient, embedded_engine
-from mbe_gateway.memory_writer import MemoryWriter
-from mbe_gateway.pipeline import Pipeline, Request
-from mbe_gateway.store import Database, history, memory_queue, open_database, sessions
-from mbe_gateway.texts import Language
-
-
-@dataclass
-class Rig:
-    db: Database
-    mbe: MBEClient
-    llm: ScriptedProvider
-    writer: MemoryWriter
-    pipeline: Pipeline
-
-
-def echo(messages: Sequence[ChatMessage]) -> str:
-    return f"You said: {messages[-1].content}"
-
-
-@pytest.fixture
-async def rig(home: Path) -> AsyncIterator[Callable[..., Rig]]:
-    """Builds a pipeline on the real engine; call it with the provider and settings wanted."""
-    async with await open_database(home / "gateway.sqlite3") as db:
-        server = embedded_engine(home / "engine.sqlite3")
-        async with MBEClient(server, home=home, backoff=Backoff(base=1.5, jitter=0)) as mbe:
-            await mbe.wait_ready(30)
-
-            def build(
-                llm: ScriptedProvider | None = None,
-                language: Language = "en",
-                **settings: object,
-            ) -> Rig:
-                provider = llm or ScriptedProvider(echo)
-                writer = MemoryWriter(db, mbe)
-                pipeline = Pipeline(
-                    db=db,
-                    mbe=mbe,
-                    llm=provider,
-                    settings=AssistantSettings(**settings),  # type: ignore[arg-type]
-                    language=language,
-                    on_recorded=writer.nudge,
-                )
-                return Rig(db, mbe, provider, writer, pipeline)
-
-            yield build
+from mbe_gateway.llm import Chain, ScriptedProvider
+from mbe_gateway.pipeline import Request
+from mbe_gateway.store import history, memory_queue, sessions
 
 
 def dm(text: str, sender: str = "alice", channel: str = "telegram") -> Request:

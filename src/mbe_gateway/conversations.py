@@ -73,10 +73,11 @@ class Conversations:
         """How many sessions have a lane now (for status and metrics)."""
         return len(self._lanes)
 
-    async def run(self) -> None:
-        """Serve lanes until cancelled."""
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve lanes until cancelled; `await tg.start(conversations.run)` returns once it serves."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            task_status.started()
             try:
                 await anyio.sleep_forever()
             finally:
