@@ -617,7 +617,8 @@ def write_default_config(path: Path, *, force: bool = False) -> Path | None:
 _DEFAULT_CONFIG: Final = """\
 # mbe-gateway configuration.
 # Everything here is optional: with every line commented out, the gateway runs the embedded
-# engine with no LLM provider configured. Check this file with `mbe-gateway config check`.
+# engine and, if installed (the `local` extra), the bundled small local model.
+# Check this file with `mbe-gateway config check`.
 #
 # Secrets (API keys, bot tokens) are never written here. Store one with
 #     mbe-gateway secrets set NAME
@@ -631,7 +632,7 @@ _DEFAULT_CONFIG: Final = """\
 [assistant]
 # persona = "You are my patient cooking and travel companion."   # default: a built-in one
 # show_novelty = true               # add "💡 New to you (surprise 0.82)" to novel answers
-# show_expert = true                # add "🤖 Answered by the cooking expert"...
+# show_expert = true                # add "🤖 Answered by our expert: Chef"...
 # expert_confidence = 0.8           # ...when routing is at least this confident
 # debounce = 0.0                    # seconds to wait for more of a burst (a burst that
 #                                   # arrives while a reply is being written joins it anyway)
