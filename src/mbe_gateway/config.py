@@ -111,6 +111,7 @@ class TelegramSettings:
     api_base: str = "https://api.telegram.org"
     dm_policy: DMPolicy = "pairing"
     allow_from: tuple[str, ...] = ()
+    allow_groups: tuple[str, ...] = ()  # group chat ids the bot answers in; "*" = any
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class DiscordSettings:
     rest_url: str = "https://discord.com/api/v10"
     dm_policy: DMPolicy = "pairing"
     allow_from: tuple[str, ...] = ()
+    allow_groups: tuple[str, ...] = ()  # group chat ids the bot answers in; "*" = any
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class SlackSettings:
     api_base: str = "https://slack.com/api/"
     dm_policy: DMPolicy = "pairing"
     allow_from: tuple[str, ...] = ()
+    allow_groups: tuple[str, ...] = ()  # group chat ids the bot answers in; "*" = any
 
 
 @dataclass(frozen=True)
@@ -487,21 +490,25 @@ def _provider(t: _Table) -> ProviderSettings:
     )
 
 
-def _dm_access(t: _Table) -> tuple[DMPolicy, tuple[str, ...]]:
-    """Who may talk to the bot in DMs; user ids may be written as numbers or strings."""
+def _dm_access(t: _Table) -> tuple[DMPolicy, tuple[str, ...], tuple[str, ...]]:
+    """Who may talk to the bot: the DM policy, the users always allowed, and the groups it
+    answers in. Ids may be written as numbers or strings."""
     policy = t.choice("dm_policy", DM_POLICIES, "pairing")
-    if t.has("allow_from"):
-        raw = t.data["allow_from"]
-        if not isinstance(raw, list) or not all(
-            isinstance(u, str | int) and not isinstance(u, bool) and str(u) for u in raw
-        ):
-            raise t.error("allow_from", f"expected a list of user ids, got {_show(raw)}")
-        allow_from = tuple(str(u) for u in raw)
-    else:
-        allow_from = ()
+    allow_from = _ids(t, "allow_from", "user ids")
     if policy == "allowlist" and not allow_from:
         raise t.error("allow_from", 'dm_policy = "allowlist" needs at least one user id here')
-    return policy, allow_from
+    return policy, allow_from, _ids(t, "allow_groups", 'group chat ids (or "*" for any group)')
+
+
+def _ids(t: _Table, key: str, what: str) -> tuple[str, ...]:
+    if not t.has(key):
+        return ()
+    raw = t.data[key]
+    if not isinstance(raw, list) or not all(
+        isinstance(u, str | int) and not isinstance(u, bool) and str(u) for u in raw
+    ):
+        raise t.error(key, f"expected a list of {what}, got {_show(raw)}")
+    return tuple(str(u) for u in raw)
 
 
 def _require_token(t: _Table, enabled: bool, key: str, ref: SecretRef | None, suggested: str) -> None:
@@ -517,18 +524,18 @@ def _telegram(t: _Table) -> TelegramSettings:
     enabled = t.boolean("enabled", False)
     token = t.secret("token", "telegram_token")
     _require_token(t, enabled, "token", token, "telegram_token")
-    policy, allow_from = _dm_access(t)
+    policy, allow_from, groups = _dm_access(t)
     api_base = t.url("api_base", TelegramSettings.api_base, trailing_slash=False)
-    return TelegramSettings(enabled, token, api_base or TelegramSettings.api_base, policy, allow_from)
+    return TelegramSettings(enabled, token, api_base or TelegramSettings.api_base, policy, allow_from, groups)
 
 
 def _discord(t: _Table) -> DiscordSettings:
     enabled = t.boolean("enabled", False)
     token = t.secret("token", "discord_token")
     _require_token(t, enabled, "token", token, "discord_token")
-    policy, allow_from = _dm_access(t)
+    policy, allow_from, groups = _dm_access(t)
     rest_url = t.url("rest_url", DiscordSettings.rest_url, trailing_slash=False)
-    return DiscordSettings(enabled, token, rest_url or DiscordSettings.rest_url, policy, allow_from)
+    return DiscordSettings(enabled, token, rest_url or DiscordSettings.rest_url, policy, allow_from, groups)
 
 
 def _slack(t: _Table) -> SlackSettings:
@@ -537,11 +544,11 @@ def _slack(t: _Table) -> SlackSettings:
     app_token = t.secret("app_token", "slack_app_token")
     _require_token(t, enabled, "bot_token", bot_token, "slack_bot_token")
     _require_token(t, enabled, "app_token", app_token, "slack_app_token")
-    policy, allow_from = _dm_access(t)
+    policy, allow_from, groups = _dm_access(t)
     # slack-sdk joins method names onto the base, so it must end in "/".
     api_base = t.url("api_base", SlackSettings.api_base, trailing_slash=True)
     return SlackSettings(
-        enabled, bot_token, app_token, api_base or SlackSettings.api_base, policy, allow_from
+        enabled, bot_token, app_token, api_base or SlackSettings.api_base, policy, allow_from, groups
     )
 
 
@@ -688,6 +695,7 @@ _DEFAULT_CONFIG: Final = """\
 # api_base = "https://api.telegram.org"
 # dm_policy = "pairing"             # "pairing" | "allowlist" | "open"
 # allow_from = []                   # user ids always allowed to talk to the bot
+# allow_groups = []                 # group chats the bot answers in (when mentioned); "*" = any
 
 [channels.discord]
 # enabled = false
@@ -695,6 +703,7 @@ _DEFAULT_CONFIG: Final = """\
 # rest_url = "https://discord.com/api/v10"
 # dm_policy = "pairing"
 # allow_from = []
+# allow_groups = []
 
 [channels.slack]
 # enabled = false
@@ -703,6 +712,7 @@ _DEFAULT_CONFIG: Final = """\
 # api_base = "https://slack.com/api/"
 # dm_policy = "pairing"
 # allow_from = []
+# allow_groups = []
 
 # The control plane (CLI, web page, metrics); it always asks for its token.
 [control]

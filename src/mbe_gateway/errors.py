@@ -5,6 +5,7 @@ ever carries a secret's value (only its name).
 
     GatewayError
     ├── ConfigError            the config file or an override is wrong (file, key, expected)
+    ├── PairingError           a pairing code that is unknown, expired or mistyped
     ├── SecretError            a secret is missing, or its backend is unusable
     │   └── InsecureSecretFile     the opt-in secrets file is readable by others
     ├── StoreError             the gateway's database cannot be used
@@ -34,6 +35,10 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """The configuration cannot be used; nothing has been touched."""
+
+
+class PairingError(GatewayError):
+    """A pairing code the owner gave is unknown, expired or mistyped; the message says which."""
 
 
 class SecretError(GatewayError):

@@ -116,5 +116,33 @@ _V1: Final = (
     """,
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1,)
+_V2: Final = (
+    # A stranger's request to talk to the assistant (dm_policy = "pairing"): one per sender,
+    # with a short code the owner approves (`mbe-gateway pairing approve CODE`).
+    """
+    CREATE TABLE pairing_requests (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL CHECK (channel <> ''),
+        sender_id TEXT NOT NULL CHECK (sender_id <> ''),
+        sender_name TEXT,
+        chat_id TEXT NOT NULL,
+        code TEXT NOT NULL UNIQUE CHECK (length(code) = 8),
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        UNIQUE (channel, sender_id)
+    )
+    """,
+    # Senders the owner approved: they talk to the assistant under every dm_policy.
+    """
+    CREATE TABLE allowed_senders (
+        channel TEXT NOT NULL CHECK (channel <> ''),
+        sender_id TEXT NOT NULL CHECK (sender_id <> ''),
+        sender_name TEXT,
+        approved_at REAL NOT NULL,
+        PRIMARY KEY (channel, sender_id)
+    )
+    """,
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -1,0 +1,65 @@
+"""Who may reach the assistant, decided on each normalized message before anything else.
+
+A message that is not allowed never reaches MBE, the LLM or the memory: the gateway keeps
+only what it needs to recognise a redelivery, and answers (if at all) with a fixed text.
+
+- In a DM: dm_policy "open" lets anyone in; "allowlist" only `allow_from` and the senders the
+  owner approved; "pairing" (the default) also gives a stranger a code to pass to the owner,
+  and nothing else.
+- In a group: only groups in `allow_groups` ("*" for any), and only messages addressed to the
+  bot (a mention, a reply to it, a command); anyone in an allowed group may ask.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mbe_gateway.channels.base import Inbound
+from mbe_gateway.config import DMPolicy
+from mbe_gateway.store import Database, pairing
+from mbe_gateway.texts import Language, say
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    dm_policy: DMPolicy = "pairing"
+    allow_from: tuple[str, ...] = ()
+    allow_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str  # for logs and metrics: why
+    reply: str | None = None  # the fixed answer to a refused sender, if any
+
+
+async def decide(
+    db: Database, policy: Policy, message: Inbound, language: Language, *, now: float | None = None
+) -> Verdict:
+    if message.is_group:
+        if not message.addressed:
+            return Verdict(False, "group message not addressed to the bot")
+        if "*" in policy.allow_groups or message.chat_id in policy.allow_groups:
+            return Verdict(True, "allowed group")
+        return Verdict(False, "group not in allow_groups")
+    if policy.dm_policy == "open":
+        return Verdict(True, "dm_policy open")
+    if message.sender_id in policy.allow_from:
+        return Verdict(True, "allow_from")
+    if await pairing.is_allowed(db, message.channel, message.sender_id):
+        return Verdict(True, "approved by the owner")
+    if policy.dm_policy == "allowlist":
+        return Verdict(False, "not on the allowlist")
+    request = await pairing.request(
+        db,
+        channel=message.channel,
+        sender_id=message.sender_id,
+        chat_id=message.chat_id,
+        sender_name=message.sender_name,
+        now=time.time() if now is None else now,
+    )
+    if request is None:
+        return Verdict(False, "pairing requests full", say(language, "pairing_full"))
+    return Verdict(False, "pairing code sent", say(language, "pairing_code", code=request.code))
