@@ -115,9 +115,7 @@ async def test_groups_need_their_own_allowlist_and_a_mention(db: Database) -> No
 
 @pytest.mark.anyio
 async def test_a_revoked_sender_must_pair_again(db: Database) -> None:
-    code = code_in(
-        (await decide(db, Policy(), dm("oscar"), "zh")).reply.replace("你的配对码:", "Your pairing code: ")
-    )  # type: ignore[union-attr]
+    code = code_in((await decide(db, Policy(), dm("oscar"), "zh")).reply)
     await pairing.approve(db, code)
     assert await pairing.revoke(db, "telegram", "oscar")
     assert not await pairing.revoke(db, "telegram", "oscar")
