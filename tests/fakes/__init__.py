@@ -1,0 +1,1 @@
+"""Fakes of the platforms' servers (real HTTP/WebSocket on loopback), for tests and benchmarks."""
