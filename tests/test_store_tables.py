@@ -97,21 +97,24 @@ async def test_a_message_gets_one_reply_even_if_processed_twice(db: Database) ->
     assert first.item.text == "the answer" and first.item.reply_to == "7" and first.item.chat_id == "c1"
     answered = await inbox.get(db, message.id)
     assert answered is not None and answered.state == "answered"
-    assert [i.text for i in await outbox.claim_due(db, now=10.0)] == ["the answer"]
+    assert [i.text for i in await outbox.due(db, now=10.0)] == ["the answer"]
 
 
 async def test_a_failed_send_is_retried_when_its_backoff_has_passed(db: Database) -> None:
     message = (await _put(db, "1")).message
     await outbox.enqueue_reply(db, message, "reply", now=100.0)
     assert await outbox.next_due_at(db) == 100.0
-    (item,) = await outbox.claim_due(db, now=100.0)
-    assert item.state == "sending" and item.attempts == 1
-    assert await outbox.claim_due(db, now=100.0) == []
+    (pending,) = await outbox.due(db, now=100.0)
+    item = await outbox.claim(db, pending.id)
+    assert item is not None and item.state == "sending" and item.attempts == 1
+    assert await outbox.claim(db, pending.id) is None
+    assert await outbox.due(db, now=100.0) == []
     await outbox.mark_failed(db, item.id, "429 Too Many Requests", retry_at=130.0)
     assert await outbox.next_due_at(db) == 130.0
-    assert await outbox.claim_due(db, now=129.0) == []
-    (retry,) = await outbox.claim_due(db, now=130.0)
-    assert retry.attempts == 2 and retry.last_error == "429 Too Many Requests"
+    assert await outbox.due(db, now=129.0) == []
+    (again,) = await outbox.due(db, now=130.0)
+    retry = await outbox.claim(db, again.id)
+    assert retry is not None and retry.attempts == 2 and retry.last_error == "429 Too Many Requests"
     await outbox.mark_sent(db, retry.id, platform_message_id="m-99", now=131.0)
     assert await outbox.next_due_at(db) is None
     assert await outbox.in_doubt(db) == []
@@ -120,9 +123,9 @@ async def test_a_failed_send_is_retried_when_its_backoff_has_passed(db: Database
 async def test_a_send_that_keeps_failing_can_be_given_up(db: Database) -> None:
     item = await outbox.enqueue(db, channel="discord", chat_id="d1", text="reminder: stretch", now=5.0)
     assert item.inbox_id is None
-    (claimed,) = await outbox.claim_due(db, now=5.0)
+    (claimed,) = await outbox.due(db, now=5.0)
     await outbox.mark_failed(db, claimed.id, "chat not found", retry_at=None)
-    assert await outbox.claim_due(db, now=1e12) == []
+    assert await outbox.due(db, now=1e12) == []
     assert await outbox.next_due_at(db) is None
 
 
@@ -130,8 +133,9 @@ async def test_a_send_in_flight_at_a_crash_is_reported_in_doubt(tmp_path: Path) 
     path = tmp_path / "g.sqlite3"
     async with await open_database(path) as db:
         message = (await _put(db, "1")).message
-        await outbox.enqueue_reply(db, message, "maybe sent")
-        await outbox.claim_due(db)
+        queued = await outbox.enqueue_reply(db, message, "maybe sent")
+        await outbox.enqueue(db, channel="telegram", chat_id="c1", text="not yet claimed")
+        await outbox.claim(db, queued.item.id)
     async with await open_database(path) as db:
         assert [i.text for i in await outbox.in_doubt(db)] == ["maybe sent"]
 
@@ -139,7 +143,7 @@ async def test_a_send_in_flight_at_a_crash_is_reported_in_doubt(tmp_path: Path) 
 async def test_due_items_come_oldest_first_up_to_the_limit(db: Database) -> None:
     for i in range(5):
         await outbox.enqueue(db, channel="telegram", chat_id="c", text=f"t{i}", now=float(10 - i))
-    assert [i.text for i in await outbox.claim_due(db, limit=3, now=100.0)] == ["t4", "t3", "t2"]
+    assert [i.text for i in await outbox.due(db, limit=3, now=100.0)] == ["t4", "t3", "t2"]
 
 
 async def test_a_chat_has_one_session_that_counts_its_turns(db: Database) -> None:
@@ -239,7 +243,7 @@ async def test_two_connections_claim_each_message_exactly_once(tmp_path: Path) -
             for db in (first, second, first, second):
                 tg.start_soon(claimer, db)
         assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 60
-        assert len(await outbox.claim_due(second, limit=100)) == 60
+        assert len(await outbox.due(second, limit=100)) == 60
 
 
 async def test_writers_cancelled_midway_leave_the_database_consistent_and_usable(db: Database) -> None:

@@ -4,10 +4,10 @@ At most one reply exists per inbox row, so processing a message twice (after a c
 cannot queue a second answer. `enqueue_reply` stores the reply and marks its inbox row
 answered in one transaction: either both happened or neither did.
 
-A sender takes due items with `claim_due` (they become `sending`), then reports `mark_sent`
-or `mark_failed` with the time of the next attempt (computing the backoff is the sender's
-business). Items still `sending` at start (`in_doubt`) may or may not have reached the
-platform; the channel decides whether resending is the lesser harm.
+A sender lists `due` items, `claim`s each one (it becomes `sending`) right before sending it,
+then reports `mark_sent` or `mark_failed` with the time of the next attempt (computing the
+backoff is the sender's business). Items still `sending` at start (`in_doubt`) may or may not
+have reached the platform; the sender decides whether resending is the lesser harm.
 """
 
 from __future__ import annotations
@@ -110,16 +110,29 @@ async def enqueue(
     return _item(rows[0])
 
 
-async def claim_due(db: Database, *, limit: int = 20, now: float | None = None) -> list[OutboxItem]:
-    """Take up to `limit` due items, oldest first, moving them to `sending` on disk (fsynced)."""
-    async with db.connection(durable=True) as conn:
+async def due(db: Database, *, limit: int = 100, now: float | None = None) -> list[OutboxItem]:
+    """Up to `limit` pending items whose time has come, oldest first; nothing is changed."""
+    async with db.connection() as conn:
         rows = await conn.execute_fetchall(
-            "UPDATE outbox SET state = 'sending', attempts = attempts + 1 WHERE id IN"
-            " (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-            "  ORDER BY next_attempt_at, id LIMIT ?) RETURNING *",
+            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, id LIMIT ?",
             (time.time() if now is None else now, limit),
         )
-    return sorted((_item(row) for row in rows), key=lambda item: (item.next_attempt_at, item.id))
+    return [_item(row) for row in rows]
+
+
+async def claim(db: Database, item_id: int) -> OutboxItem | None:
+    """Mark one pending item `sending`, on disk (fsynced), right before it goes out; None if it
+    is no longer pending. Claiming one at a time keeps "in doubt" to the items actually sent."""
+    async with db.connection(durable=True) as conn:
+        rows = list(
+            await conn.execute_fetchall(
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1"
+                " WHERE id = ? AND state = 'pending' RETURNING *",
+                (item_id,),
+            )
+        )
+    return _item(rows[0]) if rows else None
 
 
 async def mark_sent(
