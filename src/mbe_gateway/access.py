@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from mbe_gateway.channels.base import Inbound
 from mbe_gateway.config import DMPolicy
-from mbe_gateway.store import Database, pairing
+from mbe_gateway.store import Database, outbox, pairing
 from mbe_gateway.texts import Language, say
 
 
@@ -63,3 +63,13 @@ async def decide(
     if request is None:
         return Verdict(False, "pairing requests full", say(language, "pairing_full"))
     return Verdict(False, "pairing code sent", say(language, "pairing_code", code=request.code))
+
+
+async def approve(db: Database, code: str, language: Language) -> pairing.PairingRequest:
+    """The owner's yes: the sender may talk to the assistant, and is told so in their chat
+    (the running daemon sends it; a stopped one sends it when it starts)."""
+    request = await pairing.approve(db, code)
+    await outbox.enqueue(
+        db, channel=request.channel, chat_id=request.chat_id, text=say(language, "pairing_approved")
+    )
+    return request

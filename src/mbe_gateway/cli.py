@@ -53,8 +53,10 @@ app = typer.Typer(
 )
 secrets_app = typer.Typer(help="Store, list and delete secrets (API keys, bot tokens).", no_args_is_help=True)
 config_app = typer.Typer(help="Check the config file, or show where it is.", no_args_is_help=True)
+pairing_app = typer.Typer(help="Approve or deny who may talk to the assistant.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(config_app, name="config")
+app.add_typer(pairing_app, name="pairing")
 
 
 def main() -> None:
@@ -167,6 +169,87 @@ def secrets_delete(ctx: typer.Context, name: str) -> None:
     _console().print(f"Deleted {name.lower()}.")
 
 
+@pairing_app.command("list")
+def pairing_list(ctx: typer.Context) -> None:
+    """Show pending pairing requests and the senders already approved."""
+    import anyio
+    from rich.table import Table
+
+    from mbe_gateway.store import open_database, pairing
+
+    async def read() -> tuple[list[Any], list[Any]]:
+        async with await open_database() as db:
+            return await pairing.pending(db), await pairing.allowed(db)
+
+    pending, allowed = anyio.run(read)
+    console = _console()
+    if pending:
+        table = Table("code", "channel", "sender", "name", "expires in", box=None, header_style="bold")
+        for request in pending:
+            minutes = max(0, round((request.expires_at - _now()) / 60))
+            table.add_row(
+                request.code, request.channel, request.sender_id, request.sender_name or "", f"{minutes} min"
+            )
+        console.print(table)
+        console.print("Approve with `mbe-gateway pairing approve CODE`, or `deny CODE`.", style="dim")
+    else:
+        console.print("No pending pairing requests.")
+    if allowed:
+        console.print(
+            "\nApproved: " + ", ".join(f"{a.channel}:{a.sender_id} ({a.sender_name or '?'})" for a in allowed)
+        )
+
+
+@pairing_app.command("approve")
+def pairing_approve(ctx: typer.Context, code: str) -> None:
+    """Let the sender behind CODE talk to the assistant (they are told so)."""
+    import anyio
+
+    from mbe_gateway.access import approve
+    from mbe_gateway.config import load_config
+    from mbe_gateway.store import open_database
+
+    language = load_config(_options(ctx).config).gateway.language
+
+    async def run() -> Any:
+        async with await open_database() as db:
+            return await approve(db, code, language)
+
+    request = anyio.run(run)
+    _console().print(f"Approved {request.sender_name or request.sender_id} on {request.channel}.")
+
+
+@pairing_app.command("deny")
+def pairing_deny(ctx: typer.Context, code: str) -> None:
+    """Drop the pairing request behind CODE."""
+    import anyio
+
+    from mbe_gateway.store import open_database, pairing
+
+    async def run() -> Any:
+        async with await open_database() as db:
+            return await pairing.deny(db, code)
+
+    request = anyio.run(run)
+    _console().print(f"Denied {request.sender_name or request.sender_id} on {request.channel}.")
+
+
+@pairing_app.command("revoke")
+def pairing_revoke(ctx: typer.Context, channel: str, sender_id: str) -> None:
+    """Take back an approval: the sender must pair again."""
+    import anyio
+
+    from mbe_gateway.store import open_database, pairing
+
+    async def run() -> bool:
+        async with await open_database() as db:
+            return await pairing.revoke(db, channel, sender_id)
+
+    if not anyio.run(run):
+        _fail(f"{channel}:{sender_id} was not approved; `mbe-gateway pairing list` shows who is")
+    _console().print(f"Revoked {channel}:{sender_id}.")
+
+
 @config_app.command("check")
 def config_check(ctx: typer.Context) -> None:
     """Validate the config file."""
@@ -222,3 +305,9 @@ def doctor(ctx: typer.Context) -> None:
 def version() -> None:
     """Print the version."""
     typer.echo(f"mbe-gateway {__version__}")
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
