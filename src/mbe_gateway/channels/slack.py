@@ -17,8 +17,8 @@ Slack's own `disconnect` refresh is still followed by the SDK within the connect
 
 Sending: `chat.postMessage` with mrkdwn (see slack_markup), split under 3,900 characters
 (Slack asks for under 4,000 in `text` and truncates past 40,000), threaded under the message
-it answers. The SDK's retry handlers wait out a short 429 and retry 5xx and broken connections
-a few times with backoff and jitter; what remains becomes SendFailed.
+it answers. The Web API client retries what is worth retrying (slack_web); what remains
+becomes SendFailed, retryable or not, for the outbox.
 
 Slack has no typing indicator for bots outside its AI-assistant threads: `typing` does nothing.
 """
@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import re
-import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,24 +35,25 @@ import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.async_handler import AsyncRetryHandler
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
-from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
-from slack_sdk.http_retry.jitter import Jitter
-from slack_sdk.http_retry.request import HttpRequest
-from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
-from slack_sdk.web.async_client import AsyncWebClient
 
 from mbe_gateway.channels.base import Capabilities, Deliver, Inbound, Outbound
 from mbe_gateway.channels.slack_markup import from_slack, length_bound, to_mrkdwn, to_plain
+from mbe_gateway.channels.slack_web import (
+    AUTH_ERRORS,
+    GONE_ERRORS,
+    MARKUP_REFUSED,
+    TRANSIENT_ERRORS,
+    describe,
+    error_code,
+    retry_after,
+    sdk_log,
+    web_client,
+    what_failed,
+)
 from mbe_gateway.channels.split import split_markdown
 from mbe_gateway.errors import ChannelAuthFailed, ChannelError, ConfigError, SendFailed
 
@@ -67,40 +66,6 @@ log = logging.getLogger("mbe_gateway.channels.slack")
 API_BASE: Final = "https://slack.com/api/"
 MAX_LENGTH: Final = 3900
 
-# Errors that mean the token itself is refused: fix it, retrying won't help.
-_AUTH_ERRORS: Final = frozenset(
-    {
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "token_revoked",
-        "token_expired",
-        "not_allowed_token_type",
-        "missing_scope",
-        "no_permission",
-        "team_access_not_granted",
-    }
-)
-# Errors about this conversation: it is gone or closed to the bot; sending again won't help.
-_GONE_ERRORS: Final = frozenset(
-    {
-        "channel_not_found",
-        "is_archived",
-        "not_in_channel",
-        "user_not_found",
-        "cannot_dm_bot",
-        "restricted_action",
-        "access_denied",
-        "ekm_access_denied",
-        "user_disabled",
-    }
-)
-# Slack refused what we asked it to render: the part is sent once more as plain text.
-_MARKUP_REFUSED: Final = frozenset({"invalid_blocks", "invalid_blocks_format", "invalid_arguments"})
-# Slack's own trouble, answered with HTTP 200: worth trying again later.
-_TRANSIENT_ERRORS: Final = frozenset(
-    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
-)
 _USER_SUBTYPES: Final = frozenset({None, "file_share", "thread_broadcast", "me_message"})
 
 _RECONNECT_BASE: Final = 0.5  # seconds; the delay before reconnect n is uniform(0, base * 2**n)
@@ -116,7 +81,6 @@ class _Identity:
     """Who we are on this workspace, from auth.test."""
 
     user_id: str  # the bot user, as in <@U...> mentions and the `user` of its own posts
-    bot_id: str
     user: str
     team: str
 
@@ -146,13 +110,7 @@ class SlackChannel:
         self._app_token_name = app_token_name
         self._timeout = timeout
         self._connect_timeout = connect_timeout
-        self._web = AsyncWebClient(
-            token=bot_token,
-            base_url=api_base if api_base.endswith("/") else api_base + "/",
-            timeout=int(timeout),
-            logger=_sdk_log,
-            retry_handlers=_retry_handlers(max_rate_limit_wait),
-        )
+        self._web = web_client(bot_token, api_base, timeout=timeout, max_rate_limit_wait=max_rate_limit_wait)
         self._identity: _Identity | None = None
         self._delivered: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
 
@@ -186,9 +144,7 @@ class SlackChannel:
                 except ChannelAuthFailed:
                     raise
                 except (ChannelError, SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as e:
-                    log.warning(
-                        "slack connection failed", extra={"channel": self.name, "error": _describe(e)}
-                    )
+                    log.warning("slack connection failed", extra={"channel": self.name, "error": describe(e)})
                 if anyio.current_time() - started > _HEALTHY_AFTER:
                     attempt = 0
                 delay = random.uniform(0, min(_RECONNECT_CAP, _RECONNECT_BASE * 2**attempt))
@@ -224,7 +180,7 @@ class SlackChannel:
         client = SocketModeClient(
             app_token=self._app_token,
             web_client=self._web,
-            logger=_sdk_log,
+            logger=sdk_log,
             auto_reconnect_enabled=False,
             on_close_listeners=[on_lost],
             on_error_listeners=[on_lost],
@@ -280,7 +236,7 @@ class SlackChannel:
             inbound = _inbound(self.name, identity, request) if request.type == "events_api" else None
         except (ValueError, TypeError, AttributeError) as e:
             # Acknowledged and skipped: unacknowledged, it would come back again and again.
-            log.warning("slack event not understood", extra={**fields, "error": _describe(e)})
+            log.warning("slack event not understood", extra={**fields, "error": describe(e)})
             inbound = None
         if inbound is not None and inbound.platform_message_id not in self._delivered:
             fields["message_id"] = inbound.platform_message_id
@@ -289,7 +245,7 @@ class SlackChannel:
             except Exception as e:
                 log.warning(
                     "slack deliver failed; not acknowledged, Slack will send it again",
-                    extra={**fields, "error": _describe(e)},
+                    extra={**fields, "error": describe(e)},
                 )
                 return
             self._delivered[inbound.platform_message_id] = None
@@ -299,7 +255,7 @@ class SlackChannel:
             await client.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
         except (OSError, aiohttp.ClientError, AttributeError) as e:
             # AttributeError: the SDK had no session at all. Either way Slack sends it again.
-            log.warning("slack ack failed", extra={**fields, "error": _describe(e)})
+            log.warning("slack ack failed", extra={**fields, "error": describe(e)})
 
     async def _whoami(self, *, refresh: bool = False) -> _Identity:
         if self._identity is not None and not refresh:
@@ -309,10 +265,9 @@ class SlackChannel:
         except SlackApiError as e:
             raise self._refused(e, self._bot_token_name, "xoxb-") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            raise ChannelError(f"Slack could not be reached ({_describe(e)}); check the network") from None
+            raise ChannelError(f"Slack could not be reached ({describe(e)}); check the network") from None
         self._identity = _Identity(
             user_id=str(response.get("user_id") or ""),
-            bot_id=str(response.get("bot_id") or ""),
             user=str(response.get("user") or ""),
             team=str(response.get("team") or ""),
         )
@@ -327,13 +282,13 @@ class SlackChannel:
 
     def _refused(self, error: SlackApiError, secret: str, shape: str) -> ChannelError:
         """ChannelAuthFailed naming the secret when Slack refused the token, else ChannelError."""
-        code = _code(error)
-        if code in _AUTH_ERRORS:
+        code = error_code(error)
+        if code in AUTH_ERRORS:
             return ChannelAuthFailed(
                 f"Slack refused the token in secret {secret} ({code}); it should be a {shape}... token"
                 f" of this app. Store the right one with `mbe-gateway secrets set {secret}`"
             )
-        return ChannelError(f"Slack answered {_what(error)}; will retry")
+        return ChannelError(f"Slack answered {what_failed(error)}; will retry")
 
     # -- sending --------------------------------------------------------------------------
 
@@ -341,11 +296,11 @@ class SlackChannel:
         try:
             return await self._post(chat_id, to_mrkdwn(part), thread_ts, mrkdwn=True)
         except SlackApiError as e:
-            if _code(e) not in _MARKUP_REFUSED:
+            if error_code(e) not in MARKUP_REFUSED:
                 raise self._send_failed(e, chat_id) from None
             log.warning(
                 "slack refused the formatting; sending as plain text",
-                extra={"channel": self.name, "chat_id": chat_id, "error": _code(e)},
+                extra={"channel": self.name, "chat_id": chat_id, "error": error_code(e)},
             )
         try:
             return await self._post(chat_id, to_plain(part), thread_ts, mrkdwn=False)
@@ -359,24 +314,24 @@ class SlackChannel:
             )
         except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError) as e:
             # RuntimeError: the shared session was closed under us as `run` stopped.
-            raise SendFailed(f"Slack could not be reached ({_describe(e)})", retryable=True) from None
+            raise SendFailed(f"Slack could not be reached ({describe(e)})", retryable=True) from None
         return str(response.get("ts") or "")
 
     def _send_failed(self, error: SlackApiError, chat_id: str) -> ChannelError:
         status = error.response.status_code
-        code = _code(error)
+        code = error_code(error)
         if status == 429:
-            wait = _retry_after(dict(error.response.headers))
+            wait = retry_after(error.response.headers)
             return SendFailed(
                 f"Slack is rate limiting this bot; try again in {wait:g} s", retryable=True, retry_after=wait
             )
-        if status >= 500 or code in _TRANSIENT_ERRORS:
-            return SendFailed(f"Slack answered {_what(error)}; try again later", retryable=True)
-        if code in _AUTH_ERRORS:
+        if status >= 500 or code in TRANSIENT_ERRORS:
+            return SendFailed(f"Slack answered {what_failed(error)}; try again later", retryable=True)
+        if code in AUTH_ERRORS:
             return self._refused(error, self._bot_token_name, "xoxb-")
-        if code in _GONE_ERRORS:
+        if code in GONE_ERRORS:
             return SendFailed(f"Slack conversation {chat_id} cannot be written to ({code})", retryable=False)
-        return SendFailed(f"Slack refused the message ({_what(error)})", retryable=False)
+        return SendFailed(f"Slack refused the message ({what_failed(error)})", retryable=False)
 
 
 def from_settings(settings: SlackSettings, secrets: Secrets) -> SlackChannel:
@@ -442,115 +397,3 @@ def _inbound(channel_name: str, me: _Identity, request: SocketModeRequest) -> In
 def _channel_type(channel: str) -> str:
     """app_mention events carry no channel_type; a conversation id's first letter tells."""
     return {"D": "im", "G": "group", "C": "channel"}.get(channel[:1], "channel")
-
-
-# -- Slack errors ---------------------------------------------------------------------------
-
-
-def _code(error: SlackApiError) -> str:
-    data = error.response.data
-    return str(data.get("error") or "") if isinstance(data, dict) else ""
-
-
-def _what(error: SlackApiError) -> str:
-    """The error code, else the HTTP status (the SDK's own message carries the request URL)."""
-    return _code(error) or f"HTTP {error.response.status_code}"
-
-
-def _describe(error: BaseException) -> str:
-    """An exception for a log line: its type and message, with Socket Mode tickets masked."""
-    return _mask(f"{type(error).__name__}: {error}")
-
-
-def _retry_after(headers: dict[str, Any]) -> float:
-    for key, value in headers.items():
-        if key.lower() == "retry-after":
-            raw = value[0] if isinstance(value, list) else value
-            try:
-                return max(0.0, float(raw))
-            except ValueError:
-                break
-    return 1.0
-
-
-# -- the SDK's retries and logs -------------------------------------------------------------
-
-
-class _ShortRateLimitRetry(AsyncRateLimitErrorRetryHandler):
-    """Waits out a 429 (the SDK sleeps Retry-After plus up to 1 s) only when the wait is short;
-    a longer one reaches `send` as SendFailed(retry_after=...) for the outbox to schedule."""
-
-    def __init__(self, max_wait: float) -> None:
-        super().__init__(max_retry_count=3)
-        self.max_wait = max_wait
-
-    async def _can_retry_async(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        return bool(
-            response is not None
-            and response.status_code == 429
-            and _retry_after(dict(response.headers)) <= self.max_wait
-        )
-
-
-class _ServerErrorRetry(AsyncRetryHandler):
-    """Retries a 5xx a few times (the SDK's own handler knows only 500 and 503)."""
-
-    async def _can_retry_async(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        return response is not None and response.status_code in (500, 502, 503, 504)
-
-
-class _ProportionalJitter(Jitter):
-    """Half to one and a half times the backoff (the SDK's adds up to a whole second)."""
-
-    def recalculate(self, duration: float) -> float:
-        return duration * random.uniform(0.5, 1.5)
-
-
-def _retry_handlers(max_rate_limit_wait: float) -> list[AsyncRetryHandler]:
-    backoff = BackoffRetryIntervalCalculator(backoff_factor=0.2, jitter=_ProportionalJitter())
-    return [
-        _ShortRateLimitRetry(max_rate_limit_wait),
-        _ServerErrorRetry(max_retry_count=3, interval_calculator=backoff),
-        AsyncConnectionErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
-    ]
-
-
-_TICKET: Final = re.compile(r"ticket=[^&\s'\"]+")
-
-
-def _mask(text: str) -> str:
-    return _TICKET.sub("ticket=[redacted]", text)
-
-
-class _MaskTickets(logging.Filter):
-    """The SDK logs WebSocket URLs in its errors; their one-time ticket is a credential.
-    Tracebacks (which repeat the URL) are folded into the masked message's last line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            last = traceback.format_exception_only(record.exc_info[1])[-1].strip()
-            message = f"{message} [{last}]"
-        record.msg, record.args, record.exc_info, record.exc_text = _mask(message), (), None, None
-        return True
-
-
-# The SDK's loggers: under ours (so the gateway's handlers and redaction apply), at warning, so
-# that its per-request debug lines (message bodies) are neither built nor written.
-_sdk_log = logging.getLogger("mbe_gateway.channels.slack.sdk")
-_sdk_log.setLevel(logging.WARNING)
-_sdk_log.addFilter(_MaskTickets())
