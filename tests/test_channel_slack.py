@@ -450,17 +450,21 @@ async def test_an_unreachable_slack_is_a_retryable_failure() -> None:
 
 
 @pytest.mark.anyio
-async def test_replies_are_sent_over_the_running_connections_http_session(fake: FakeSlack) -> None:
+async def test_replies_reuse_one_http_connection_while_running_and_are_not_threaded_in_a_dm(
+    fake: FakeSlack,
+) -> None:
     inbox = Inbox(fake)
     channel = channel_for(fake)
     async with running(channel, inbox):
         posted = await fake.dm("ping")
         [message] = await inbox.wait(1)
-        await channel.send(Outbound(chat_id=message.chat_id, text="pong", reply_to=message.reply_to))
+        for text in ("pong", "pong again"):
+            await channel.send(Outbound(chat_id=message.chat_id, text=text, reply_to=message.reply_to))
         await fake.wait_acked(posted)
 
-    [sent] = fake.sent
-    assert (sent.channel, sent.text, sent.thread_ts) == ("DALICE", "pong", None)
+    first, second = fake.sent
+    assert (first.channel, first.text, first.thread_ts) == ("DALICE", "pong", None)
+    assert first.client_port == second.client_port  # no new TCP (and TLS) handshake per reply
     assert channel.capabilities.typing is False
     await channel.typing("DALICE")  # a no-op, and never raises
 

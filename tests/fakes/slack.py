@@ -99,6 +99,7 @@ class Sent:
     thread_ts: str | None
     mrkdwn: bool  # False when the bot asked for the text to be shown without formatting
     params: dict[str, Any]  # everything the bot sent, as received
+    client_port: int  # the same port again means the same (reused) HTTP connection
 
 
 @dataclass
@@ -294,9 +295,10 @@ class FakeSlack:
         }.get(method)
         if handler is None:
             return _error("unknown_method")
-        return await handler(token, params)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        return await handler(token, params, peer[1] if peer else 0)
 
-    async def _auth_test(self, token: str, params: dict[str, Any]) -> web.Response:
+    async def _auth_test(self, token: str, params: dict[str, Any], client_port: int) -> web.Response:
         refused = _check_token(token, self.bot_token)
         if refused:
             return refused
@@ -313,7 +315,7 @@ class FakeSlack:
             }
         )
 
-    async def _connections_open(self, token: str, params: dict[str, Any]) -> web.Response:
+    async def _connections_open(self, token: str, params: dict[str, Any], client_port: int) -> web.Response:
         if token.startswith("xoxb-"):
             return _error("not_allowed_token_type")
         refused = _check_token(token, self.app_token)
@@ -324,7 +326,7 @@ class FakeSlack:
         host = self.base.removeprefix("http://")
         return web.json_response({"ok": True, "url": f"ws://{host}/link/?ticket={ticket}&app_id={APP_ID}"})
 
-    async def _post_message(self, token: str, params: dict[str, Any]) -> web.Response:
+    async def _post_message(self, token: str, params: dict[str, Any], client_port: int) -> web.Response:
         refused = _check_token(token, self.bot_token)
         if refused:
             return refused
@@ -337,7 +339,7 @@ class FakeSlack:
         ts = self._next_ts()
         thread_ts = params.get("thread_ts")
         mrkdwn = params.get("mrkdwn") not in (False, "false", "0", 0)
-        self.sent.append(Sent(channel, str(text), ts, thread_ts, mrkdwn, params))
+        self.sent.append(Sent(channel, str(text), ts, thread_ts, mrkdwn, params, client_port))
         self._notify()
         if self.echo_own_posts and self._open:
             echo = {
