@@ -50,6 +50,11 @@ def test_tokens_are_masked_in_messages_fields_and_tracebacks(log_dir: Path) -> N
     assert text.count(logs.MASK) >= 4
 
 
+def test_a_socket_mode_ticket_in_a_url_is_masked() -> None:
+    url = "wss://wss-primary.slack.com/link/?ticket=1a2b3c4d-5e6f-7a8b-9c0d&app_id=A123"
+    assert logs.redact(url) == f"wss://wss-primary.slack.com/link/?ticket={logs.MASK}&app_id=A123"
+
+
 def test_ordinary_text_is_left_alone() -> None:
     text = "user 12345 asked about 2:30 pm, skipping ahead; order #sk-1"
     assert logs.redact(text) == text

@@ -26,6 +26,7 @@ _TOKEN_SHAPES: Final = re.compile(
     r"|\bsk-[A-Za-z0-9_-]{16,}"  # OpenAI, Anthropic (sk-ant-…), DeepSeek
     r"|\b[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}"  # Discord
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"|(?<=ticket=)[A-Za-z0-9._~-]{8,}"  # Slack Socket Mode WebSocket URLs (single-use, but live)
 )
 MASK: Final = "[redacted]"
 
