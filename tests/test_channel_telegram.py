@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,6 @@ from fakes.telegram import (
     GROUP,
     OTHER_BOT,
     Answer,
-    ApiError,
     Chat,
     Disconnect,
     FakeTelegram,
@@ -263,16 +263,22 @@ async def test_polling_reconnects_after_the_connection_drops(
 
 
 @pytest.mark.anyio
-async def test_another_poller_is_reported_and_polling_goes_on(
+async def test_another_poller_is_reported_and_polling_goes_on_once_it_stops(
     fake: FakeTelegram, channel: TelegramChannel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="mbe_gateway")
-    fake.fail("getUpdates", ApiError(409, "Conflict: terminated by other getUpdates request"))
     inbox = Inbox()
     async with running(channel, fake, inbox):
-        fake.dm("hello")
-        await inbox.wait(1)
-    assert any("another program is polling" in r.getMessage() for r in caplog.records)
+        rival = TelegramChannel(fake.token, api_base=fake.api_base, retry=FAST)
+        async with rival, anyio.create_task_group() as tg:
+            tg.start_soon(rival.run, Inbox())
+            with anyio.fail_after(5):
+                while not any("another program is polling" in r.getMessage() for r in caplog.records):
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        fake.dm("only one of us now")
+        [message] = await inbox.wait(1)
+    assert message.text == "only one of us now"
 
 
 @pytest.mark.anyio
@@ -514,6 +520,22 @@ async def test_channel_is_built_from_its_config_section_and_secret(
 def test_commands_telegram_would_refuse_are_caught_at_construction() -> None:
     with pytest.raises(ValueError, match="names are 1-32"):
         TelegramChannel(WRONG_TOKEN, commands=[("Start!", "go")])
+
+
+@pytest.mark.anyio
+async def test_the_fake_can_be_driven_over_http_for_manual_runs(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    inbox = Inbox()
+    async with running(channel, fake, inbox), aiohttp.ClientSession() as http:
+        async with http.post(f"{fake.api_base}/_fake/dm", json={"text": "from curl"}) as response:
+            injected = await response.json()
+        [message] = await inbox.wait(1)
+        await channel.send(Outbound(message.chat_id, "**hello**", reply_to=message.reply_to))
+        async with http.get(f"{fake.api_base}/_fake/sent") as response:
+            [sent] = await response.json()
+    assert message.platform_message_id == f"{injected['chat_id']}:{injected['message_id']}"
+    assert (sent["text"], sent["parse_mode"]) == ("hello", "HTML")
 
 
 # -- Markdown to Telegram HTML --------------------------------------------------------------
