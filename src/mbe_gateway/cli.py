@@ -290,6 +290,46 @@ def engine(
 
 
 @app.command()
+def chat(
+    ctx: typer.Context,
+    message: Annotated[
+        str | None,
+        typer.Option(
+            "--message", "-m", help="Answer this one message, print the reply and exit.", metavar="TEXT"
+        ),
+    ] = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="With --message: the answer alone, without the decoration lines.")
+    ] = False,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            "--language",
+            help="The assistant's own words: en or zh (default: [gateway] language).",
+            metavar="en|zh",
+        ),
+    ] = None,
+) -> None:
+    """Chat with the assistant in this terminal; it remembers you across runs."""
+    from mbe_gateway import chat as terminal_chat
+    from mbe_gateway import logs, paths
+    from mbe_gateway.config import LANGUAGES, load_config
+
+    if language is not None and language not in LANGUAGES:
+        raise typer.BadParameter(f"expected en or zh, got {language!r}", param_hint="--language")
+    options = _options(ctx)
+    config = load_config(options.config)
+    try:  # the parts' log lines go to the log file: on the terminal they would break into the chat
+        logs.configure(
+            "debug" if options.debug else "info", log_dir=paths.data_dir() / "logs", console=options.debug
+        )
+    except OSError:  # an unwritable data dir is reported by the store, in one line
+        logs.configure("warning")
+    chosen = next((code for code in LANGUAGES if code == language), None)
+    raise typer.Exit(terminal_chat.run(config, message=message, plain=plain, language=chosen))
+
+
+@app.command()
 def doctor(ctx: typer.Context) -> None:
     """Check config, secrets, data, the database and MBE, with a fix for each problem."""
     from mbe_gateway import logs
