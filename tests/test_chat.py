@@ -12,6 +12,7 @@ import getpass
 import os
 import pty
 import struct
+import subprocess
 import sys
 import termios
 from collections.abc import Sequence
@@ -82,13 +83,33 @@ async def test_a_message_is_answered_on_stdout_and_the_next_run_remembers_it(
         assert fake.requests[0].body["stream"] is True
 
         code, out, err = await chat(
-            env, "--config", str(config), "chat", "--plain", "-m", "So how long do I boil the egg?"
+            env,
+            "--config",
+            str(config),
+            "chat",
+            "--plain",
+            "--language",
+            "zh",
+            "-m",
+            "So how long do I boil the egg?",
         )
         assert (code, out, err) == (0, "Six minutes, as I said.\n", "")
         remembered = system_prompt(fake, 1)
-        assert "Notes you remember about this user" in remembered
-        assert "they said: How long should I boil an egg for a soft yolk?" in remembered
-        assert "you answered: Six minutes for a soft yolk." in remembered
+        assert remembered.startswith("你是运行在用户自己机器上的个人助理")
+        assert "你记得的关于这位用户的过往信息" in remembered
+        assert (
+            "用户说:How long should I boil an egg for a soft yolk? —— 你回答:Six minutes for a soft yolk."
+            in remembered
+        )
+
+
+def test_a_language_other_than_en_or_zh_is_a_usage_error(env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [SCRIPT, "chat", "--language", "fr", "-m", "bonjour"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "expected en or zh" in done.stderr
+    assert done.stdout == ""
 
 
 @pytest.mark.anyio

@@ -9,9 +9,9 @@ always goes through `open_assistant`'s exit, so queued memory writes reach MBE f
 Two modes:
 
 - interactive: replies stream as the model writes them. On a terminal they are drawn as
-  Markdown (rich.live) showing the newest lines while streaming and the whole reply at the
-  end; with stdin or stdout not a terminal, lines are read one by one and replies are
-  printed as plain text, which is what scripts and tests drive.
+  Markdown (rich.live), the newest lines while streaming and the whole reply at the end;
+  to a pipe they are plain text. Stdin may be a pipe too (no prompt then): lines are
+  answered one by one until its end or /quit, which is what scripts and tests drive.
 - `--message TEXT`: one answer on stdout (decorations included unless `plain`), exit 0. When
   no model can answer, stdout stays empty and the reason is one line on stderr, exit 1: a
   script should not take the apology meant for a chat user for an answer.
@@ -182,7 +182,8 @@ async def _interactive(config: Config, *, language: Language | None) -> int:
 async def _converse(assistant: Assistant, console: Console, interrupts: _Interrupts) -> None:
     interactive = sys.stdin.isatty()
     if interactive:
-        import readline  # noqa: F401 (imported for its effect: input() gets line editing and history)
+        with suppress(ImportError):  # for its effect: input() gets line editing and history
+            import readline  # noqa: F401
 
         console.print(Text("starting the memory engine…", style="dim"))
     problem = await assistant.wait_for_engine(min(ENGINE_WAIT, assistant.config.mbe.connect_timeout))
