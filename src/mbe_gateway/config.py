@@ -70,6 +70,7 @@ class SecretRef:
 class GatewaySettings:
     language: Language = "en"
     log_level: str = "info"
+    late_after_minutes: int = 10  # older messages (after downtime) are answered together, marked late
 
 
 @dataclass(frozen=True)
@@ -381,7 +382,11 @@ def _gateway(t: _Table) -> GatewaySettings:
     level = t.string("log_level", "info").lower()
     if level not in LOG_LEVELS:
         raise t.error("log_level", f"expected {' | '.join(map(json.dumps, LOG_LEVELS))}, got {_show(level)}")
-    return GatewaySettings(language=t.choice("language", LANGUAGES, "en"), log_level=level)
+    return GatewaySettings(
+        language=t.choice("language", LANGUAGES, "en"),
+        log_level=level,
+        late_after_minutes=t.integer("late_after_minutes", 10, 1, 525_600),
+    )
 
 
 def _assistant(t: _Table) -> AssistantSettings:
@@ -635,6 +640,8 @@ _DEFAULT_CONFIG: Final = """\
 [gateway]
 # language = "en"                   # "en" | "zh": the language of the bot's own words
 # log_level = "info"                # "debug" | "info" | "warning" | "error"
+# late_after_minutes = 10           # messages older than this when they reach us (after
+#                                   # downtime) are answered together, in one reply marked late
 
 [assistant]
 # persona = "You are my patient cooking and travel companion."   # default: a built-in one

@@ -58,7 +58,7 @@ class Conversations:
         handle: Handler,
         *,
         debounce: float = 0.0,
-        max_burst: int = 10,
+        max_burst: int = 50,
         idle_after: float = 60.0,
     ) -> None:
         self._handle = handle
@@ -170,4 +170,7 @@ def _merged(batch: list[Request]) -> Request:
         sender_name=first.sender_name,
         is_group=first.is_group,
         inbox_ids=tuple(i for r in batch for i in (r.inbox_ids or (None,) * len(r.texts))),
+        reply_to=batch[-1].reply_to,
+        meta=batch[-1].meta,
+        late=any(r.late for r in batch),
     )

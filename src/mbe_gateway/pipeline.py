@@ -32,7 +32,7 @@ from mbe_gateway.config import AssistantSettings
 from mbe_gateway.contract import Learning, MemoryPage, Routing, Surprise
 from mbe_gateway.errors import AllProvidersFailed, MBEError
 from mbe_gateway.llm import ChatMessage, Provider
-from mbe_gateway.store import Database, exchanges, history, sessions
+from mbe_gateway.store import Database, exchanges, history, outbox, sessions
 from mbe_gateway.store.sessions import Session
 from mbe_gateway.texts import Language, say
 
@@ -80,6 +80,9 @@ class Request:
     sender_name: str | None = None
     is_group: bool = False
     inbox_ids: tuple[int | None, ...] = ()  # one per text, when the texts came through the inbox
+    reply_to: str | None = None  # where the platform threads the answer
+    meta: Mapping[str, Any] = field(default_factory=dict)  # the channel's extras, for the reply
+    late: bool = False  # received while the gateway was down: the answer says so
 
     @property
     def text(self) -> str:
@@ -133,6 +136,12 @@ class Pipeline:
     async def prepare(self, request: Request, *, on_delta: OnDelta | None = None) -> Reply:
         """Everything up to the reply's text; touches nothing of the gateway's own state
         except resetting an idle session (which a retry would do all the same)."""
+        reply = await self._prepare(request, on_delta)
+        if request.late:
+            reply = replace(reply, text=say(self.language, "late") + "\n\n" + reply.text)
+        return reply
+
+    async def _prepare(self, request: Request, on_delta: OnDelta | None) -> Reply:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         session = await self._session(request)
@@ -182,11 +191,27 @@ class Pipeline:
             record=provider is not None,
         )
 
-    async def commit(self, request: Request, reply: Reply) -> Reply:
-        """Record the exchange (history, session, queued memory write) in one transaction."""
-        if not reply.record:
-            return reply
+    async def commit(self, request: Request, reply: Reply, *, send: bool = False) -> Reply:
+        """Record the exchange (history, session, queued memory write) in one transaction, with
+        the reply queued in the outbox for the request's inbox rows when `send` is set."""
         mark = time.perf_counter()
+        outgoing = (
+            outbox.Outgoing(
+                inbox_ids=[i for i in request.inbox_ids if i is not None],
+                channel=request.channel,
+                chat_id=request.chat_id,
+                text=reply.text,
+                reply_to=request.reply_to,
+                meta=request.meta,
+            )
+            if send
+            else None
+        )
+        if not reply.record:
+            if outgoing is not None:
+                with anyio.CancelScope(shield=True):
+                    await exchanges.record(self.db, None, outgoing)
+            return reply
         score = reply.surprise.surprise_score if reply.surprise is not None else None
         expert = reply.routing.top if reply.routing is not None else None
         exchange = exchanges.Exchange(
@@ -218,7 +243,7 @@ class Pipeline:
             ),
         )
         with anyio.CancelScope(shield=True):
-            await exchanges.record(self.db, exchange)
+            await exchanges.record(self.db, exchange, outgoing)
         if self._on_recorded is not None:
             self._on_recorded()
         return replace(reply, timings={**reply.timings, "commit": _ms(mark)})

@@ -211,10 +211,17 @@ class FakeTelegram:
 
     # -- what users do ---------------------------------------------------------------------
 
-    def dm(self, text: str, *, user: User = ALICE, entities: list[dict[str, Any]] | None = None) -> Injected:
-        """`user` writes to the bot in their private chat."""
+    def dm(
+        self,
+        text: str,
+        *,
+        user: User = ALICE,
+        entities: list[dict[str, Any]] | None = None,
+        date: float | None = None,
+    ) -> Injected:
+        """`user` writes to the bot in their private chat (at `date`, Unix time: default now)."""
         return self.inject(
-            Chat(user.id, "private", first_name=user.first_name), user, text, entities=entities
+            Chat(user.id, "private", first_name=user.first_name), user, text, entities=entities, date=date
         )
 
     def group(
@@ -238,6 +245,7 @@ class FakeTelegram:
         reply_to: int | None = None,
         entities: list[dict[str, Any]] | None = None,
         thread_id: int | None = None,
+        date: float | None = None,
     ) -> Injected:
         """Any text message; entities (mentions, /commands) are found as Telegram finds them unless given."""
         self.chats[chat.id] = chat
@@ -245,7 +253,7 @@ class FakeTelegram:
             "message_id": self._new_message_id(chat.id),
             "from": user.to_api(),
             "chat": chat.to_api(),
-            "date": int(time.time()),
+            "date": int(time.time() if date is None else date),
             "text": text,
         }
         found = auto_entities(text) if entities is None else entities

@@ -1,8 +1,10 @@
 """One answered exchange, recorded in one transaction.
 
-The user's message(s), the assistant's reply with its timings, the session's turn count and
-the memory write waiting for MBE either all reach the disk or none do: a crash can never
-leave a reply on record whose memory was dropped, or a memory whose reply is missing.
+The user's message(s), the assistant's reply with its timings, the session's turn count, the
+memory write waiting for MBE, and (for a chat platform) the reply queued in the outbox with
+its inbox rows marked answered: either all reach the disk or none do. A crash can never leave
+a reply on record whose memory was dropped, a message marked answered whose reply is missing,
+or a reply queued twice (the outbox keeps one reply per inbox row).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mbe_gateway.store import history, memory_queue
+from mbe_gateway.store import history, memory_queue, outbox
 from mbe_gateway.store.db import Database
 
 
@@ -43,10 +45,20 @@ class Exchange:
     memory: MemoryWrite | None = None
 
 
-async def record(db: Database, exchange: Exchange, *, now: float | None = None) -> int:
-    """Write the exchange; returns the id of the queued memory write (0 when there is none)."""
+async def record(
+    db: Database,
+    exchange: Exchange | None,
+    outgoing: outbox.Outgoing | None = None,
+    *,
+    now: float | None = None,
+) -> int:
+    """Write the exchange and queue the reply; the id of the queued memory write (0 if none)."""
     now = time.time() if now is None else now
     async with db.transaction() as conn:
+        if outgoing is not None:
+            await outbox.insert_reply(conn, outgoing, now=now)
+        if exchange is None:
+            return 0
         for message in exchange.said:
             await history.insert(
                 conn,

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
+
+import aiosqlite
 
 from mbe_gateway.store.db import Database
 from mbe_gateway.store.inbox import InboxMessage
@@ -47,6 +49,19 @@ class OutboxItem:
 class Enqueued:
     item: OutboxItem  # the stored row (the earlier one, if this inbox row already had a reply)
     is_new: bool
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A reply leaving through the outbox, answering these inbox rows (a burst answered
+    together is one reply, threaded to the last of them)."""
+
+    inbox_ids: Sequence[int]
+    channel: str
+    chat_id: str
+    text: str
+    reply_to: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 _INSERT = (
@@ -90,6 +105,33 @@ async def enqueue_reply(
             (now, message.id),
         )
     return Enqueued(_item(rows[0]), is_new=is_new)
+
+
+async def insert_reply(conn: aiosqlite.Connection, reply: Outgoing, *, now: float) -> bool:
+    """Queue `reply` and mark its inbox rows answered, on a connection inside the caller's
+    transaction; False when the last row already had a reply (a second pass after a crash)."""
+    answering = reply.inbox_ids[-1] if reply.inbox_ids else None
+    rows = list(
+        await conn.execute_fetchall(
+            _INSERT,
+            (
+                answering,
+                reply.channel,
+                reply.chat_id,
+                reply.reply_to,
+                reply.text,
+                _json(reply.meta),
+                now,
+                now,
+            ),
+        )
+    )
+    await conn.executemany(
+        "UPDATE inbox SET state = 'answered', finished_at = ?, last_error = NULL"
+        " WHERE id = ? AND state <> 'answered'",
+        [(now, inbox_id) for inbox_id in reply.inbox_ids],
+    )
+    return bool(rows)
 
 
 async def enqueue(

@@ -1,0 +1,175 @@
+"""End to end through Telegram: a person writes, the assistant answers in the same chat.
+
+The real aiogram client talks to a fake Bot API server, the real engine runs as a child over
+stdio, the model is an OpenAI-compatible fake over HTTP; only the platforms are fake.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from fake_llm_servers import Answer, FakeLLM, Hang, serve_fake_llm
+from fakes.telegram import ALICE, BOB, FakeTelegram, serve_fake_telegram
+from mbe_gateway import access
+from mbe_gateway.channels.base import Inbound
+from mbe_gateway.config import load_config
+from mbe_gateway.gateway import Gateway, serve
+from mbe_gateway.store import history, inbox, sessions
+
+
+@pytest.fixture
+async def platforms() -> AsyncIterator[tuple[FakeTelegram, FakeLLM]]:
+    async with serve_fake_telegram() as telegram, serve_fake_llm() as llm:
+        yield telegram, llm
+
+
+@pytest.fixture
+def configure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platforms: tuple[FakeTelegram, FakeLLM]
+) -> Callable[..., Path]:
+    telegram, llm = platforms
+    monkeypatch.setenv("MBE_GATEWAY_SECRET_TELEGRAM_TOKEN", telegram.token)
+
+    def write(*, telegram_extra: str = "", gateway_extra: str = "", llm_timeout: float = 30) -> Path:
+        path = tmp_path / "config.toml"
+        path.write_text(
+            f"[gateway]\n{gateway_extra}\n"
+            "[[llm.providers]]\n"
+            f'kind = "openai"\nname = "fake"\nbase_url = "{llm.openai_url}"\nmodel = "m"\n'
+            f"timeout = {llm_timeout}\n"
+            "[channels.telegram]\n"
+            f'enabled = true\ntoken = "secret:telegram_token"\napi_base = "{telegram.api_base}"\n'
+            f"{telegram_extra}\n"
+        )
+        return path
+
+    return write
+
+
+@asynccontextmanager
+async def running(config_path: Path) -> AsyncIterator[Gateway]:
+    async with anyio.create_task_group() as tg:
+        gateway: Gateway = await tg.start(serve, load_config(config_path))
+        yield gateway
+        tg.cancel_scope.cancel()
+
+
+OPEN = 'dm_policy = "open"'
+
+
+@pytest.mark.anyio
+async def test_a_dm_is_answered_in_the_same_chat_threaded_to_the_question(configure, platforms) -> None:
+    telegram, llm = platforms
+    async with running(configure(telegram_extra=OPEN)) as gateway:
+        asked = telegram.dm("How long should I boil an egg for a soft yolk?")
+        (reply,) = await telegram.wait_sent(1, timeout=20)
+        assert reply.chat_id == ALICE.id
+        assert reply.reply_to_message_id == asked.message_id
+        assert reply.text.startswith("Hello from the fake model.")
+        assert "New to you" in reply.text
+        await telegram.wait_confirmed(asked.update_id)
+        session = await sessions.get_or_create(gateway.db, "telegram", str(ALICE.id))
+        said = await history.recent(gateway.db, session.id)
+        assert [m.text for m in said] == [
+            "How long should I boil an egg for a soft yolk?",
+            "Hello from the fake model.",
+        ]
+    assert (
+        llm.requests[-1].body["messages"][-1]["content"] == "How long should I boil an egg for a soft yolk?"
+    )
+    assert [c.params.get("commands") is not None for c in telegram.calls_to("setMyCommands")] == [True]
+
+
+@pytest.mark.anyio
+async def test_a_stranger_gets_only_a_pairing_code_until_the_owner_approves(configure, platforms) -> None:
+    telegram, llm = platforms
+    async with running(configure()) as gateway:
+        telegram.dm("hi, who are you?", user=BOB)
+        (code_message,) = await telegram.wait_sent(1, timeout=20)
+        assert "pairing code" in code_message.text
+        assert llm.requests == []  # nothing from a stranger reaches the model...
+        assert await inbox.pending(gateway.db) == []  # ...or the conversation store
+        code = code_message.text.split("Your pairing code: ")[1][:8]
+        await access.approve(gateway.db, code, "en")
+        (_, approved) = await telegram.wait_sent(2, timeout=10)
+        assert approved.text.startswith("✅ You're approved")
+        telegram.dm("hello again", user=BOB)
+        (*_, answer) = await telegram.wait_sent(3, timeout=20)
+        assert answer.text.startswith("Hello from the fake model.")
+    assert len(llm.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_in_a_group_only_messages_addressed_to_the_bot_are_answered(configure, platforms) -> None:
+    telegram, llm = platforms
+    async with running(configure(telegram_extra='allow_groups = ["*"]')):
+        telegram.group("we are just chatting among ourselves")
+        telegram.group("@mbe_test_bot what time is it in Tokyo when it is noon in Berlin?", user=BOB)
+        (reply,) = await telegram.wait_sent(1, timeout=20)
+        assert reply.text.startswith("Hello from the fake model.")
+        await anyio.sleep(0.3)
+        assert len(telegram.sent) == 1
+    (request,) = llm.requests
+    assert (
+        request.body["messages"][-1]["content"] == "Bob: what time is it in Tokyo when it is noon in Berlin?"
+    )
+
+
+@pytest.mark.anyio
+async def test_a_message_caught_by_a_restart_is_answered_once_afterwards(configure, platforms) -> None:
+    telegram, llm = platforms
+    config = configure(telegram_extra=OPEN)
+    llm.default = Hang(60)
+    async with running(config):
+        asked = telegram.dm("Plan me a weekend in Lisbon")
+        await telegram.wait_confirmed(asked.update_id, timeout=20)  # stored, acknowledged...
+        await telegram.wait_for(lambda: len(llm.requests) == 1, timeout=20)  # ...being answered: stop now
+    assert telegram.sent == []
+    llm.default = Answer("Day one: Alfama.")
+    async with running(config) as gateway:
+        (reply,) = await telegram.wait_sent(1, timeout=20)
+        assert reply.text.startswith("Day one: Alfama.")
+        assert reply.reply_to_message_id == asked.message_id
+        await anyio.sleep(0.5)
+        assert len(telegram.sent) == 1
+        assert await inbox.pending(gateway.db) == []
+
+
+@pytest.mark.anyio
+async def test_a_redelivered_message_is_answered_once(configure, platforms) -> None:
+    telegram, llm = platforms
+    async with running(configure(telegram_extra=OPEN)) as gateway:
+        asked = telegram.dm("Are you there?")
+        await telegram.wait_confirmed(asked.update_id, timeout=20)
+        # The same message again, as the adapter hands over a redelivered update.
+        chat = str(ALICE.id)
+        again = Inbound("telegram", asked.platform_message_id, chat, chat, "Are you there?", time.time())
+        await gateway.deliver(again)
+        await telegram.wait_sent(1, timeout=20)
+        await anyio.sleep(0.5)
+        assert len(telegram.sent) == 1
+    assert len(llm.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_a_backlog_after_downtime_gets_one_late_reply_per_sender(configure, platforms) -> None:
+    telegram, llm = platforms
+    hour_ago = time.time() - 3600
+    for i, text in enumerate(("are you up?", "I need a recipe", "something with leeks")):
+        telegram.dm(text, date=hour_ago + i)  # queued at Telegram while the gateway was down
+    async with running(configure(telegram_extra=OPEN, gateway_extra="late_after_minutes = 5")):
+        (reply,) = await telegram.wait_sent(1, timeout=20)
+        await anyio.sleep(0.5)
+        assert len(telegram.sent) == 1
+    assert reply.text.startswith("⏰")
+    assert "Hello from the fake model." in reply.text
+    assert (
+        llm.requests[-1].body["messages"][-1]["content"]
+        == "are you up?\nI need a recipe\nsomething with leeks"
+    )
