@@ -330,6 +330,22 @@ def chat(
 
 
 @app.command()
+def run(ctx: typer.Context) -> None:
+    """Run the daemon: answer on every enabled channel until SIGTERM or Ctrl-C."""
+    import anyio
+
+    from mbe_gateway import logs, paths
+    from mbe_gateway.config import load_config
+    from mbe_gateway.gateway import serve
+
+    options = _options(ctx)
+    config = load_config(options.config)
+    level = "debug" if options.debug else config.gateway.log_level
+    logs.configure(level, log_dir=paths.data_dir() / "logs", console=True)
+    anyio.run(serve, config)
+
+
+@app.command()
 def doctor(ctx: typer.Context) -> None:
     """Check config, secrets, data, the database and MBE, with a fix for each problem."""
     from mbe_gateway import logs
