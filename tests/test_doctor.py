@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from fake_llm_servers import Answer, Status, serve_fake_llm
+from fakes.telegram import serve_fake_telegram
 from mbe_gateway import contract
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ"
@@ -103,3 +104,30 @@ async def test_each_provider_answers_with_its_latency_or_fails_clearly(tmp_path:
     assert re.search(r"✓ llm good  fake-model answered in \d+ ms", out), out
     assert "✗ llm broken" in out
     assert "500" in out.split("✗ llm broken")[1].splitlines()[0]
+
+
+@pytest.mark.anyio
+async def test_each_channel_token_is_checked_and_a_wrong_one_is_named_not_shown(tmp_path: Path) -> None:
+    async with serve_fake_telegram() as telegram:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            "[channels.telegram]\n"
+            f'enabled = true\ntoken = "secret:telegram_token"\napi_base = "{telegram.api_base}"\n'
+        )
+
+        async def doctor_with(token: str) -> str:
+            result = await anyio.run_process(
+                [sys.executable, "-m", "mbe_gateway", "--config", str(config), "doctor"],
+                check=False,
+                env={**os.environ, "COLUMNS": "200", "MBE_GATEWAY_SECRET_TELEGRAM_TOKEN": token},
+            )
+            return result.stdout.decode() + result.stderr.decode()
+
+        good = await doctor_with(telegram.token)
+        assert re.search(r"✓ channel telegram  @mbe_test_bot \(\d+ ms\)", good), good
+        wrong = "123456789:AAwrongwrongwrongwrongwrongwrongwrong"
+        bad = await doctor_with(wrong)
+    line = next(line for line in bad.splitlines() if "channel telegram" in line)
+    assert line.startswith("✗")
+    assert "telegram_token" in line
+    assert wrong not in bad

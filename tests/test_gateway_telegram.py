@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from fake_llm_servers import Answer, FakeLLM, Hang, serve_fake_llm
+from fakes.slack import serve_fake_slack
 from fakes.telegram import ALICE, BOB, FakeTelegram, serve_fake_telegram
 from mbe_gateway import access
 from mbe_gateway.channels.base import Inbound
@@ -173,3 +174,36 @@ async def test_a_backlog_after_downtime_gets_one_late_reply_per_sender(configure
         llm.requests[-1].body["messages"][-1]["content"]
         == "are you up?\nI need a recipe\nsomething with leeks"
     )
+
+
+@pytest.mark.anyio
+async def test_a_wrong_telegram_token_stops_only_telegram_and_slack_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platforms
+) -> None:
+    telegram, llm = platforms
+    async with serve_fake_slack() as slack:
+        monkeypatch.setenv(
+            "MBE_GATEWAY_SECRET_TELEGRAM_TOKEN", "123456789:AAwrongwrongwrongwrongwrongwrongwrong"
+        )
+        monkeypatch.setenv("MBE_GATEWAY_SECRET_SLACK_BOT_TOKEN", slack.bot_token)
+        monkeypatch.setenv("MBE_GATEWAY_SECRET_SLACK_APP_TOKEN", slack.app_token)
+        config = tmp_path / "config.toml"
+        config.write_text(
+            "[[llm.providers]]\n"
+            f'kind = "openai"\nbase_url = "{llm.openai_url}"\nmodel = "m"\n'
+            "[channels.telegram]\n"
+            f'enabled = true\ntoken = "secret:telegram_token"\napi_base = "{telegram.api_base}"\n'
+            "[channels.slack]\n"
+            'enabled = true\nbot_token = "secret:slack_bot_token"\napp_token = "secret:slack_app_token"\n'
+            f'api_base = "{slack.api_url}"\ndm_policy = "open"\n'
+        )
+        async with running(config) as gateway:
+            await slack.wait_connected(timeout=20)
+            await slack.dm("Still there?")
+            (reply,) = await slack.wait_sent(1, timeout=20)
+            assert reply.text.startswith("Hello from the fake model.")
+            with anyio.fail_after(10):
+                while not gateway.states["telegram"].startswith("stopped"):
+                    await anyio.sleep(0.05)
+            assert "telegram_token" in gateway.states["telegram"]
+            assert "AAwrong" not in gateway.states["telegram"]

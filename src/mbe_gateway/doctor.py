@@ -75,9 +75,10 @@ async def _run_checks(config_path: Path | None, show: Callable[[Check], None]) -
     if secrets_ok:
         await _check_mbe(config, data, show)
         await _check_providers(config, data, show)
+        await _check_channels(config, data, show)
     else:
-        show(Check("mbe", "skip", "needs the secrets above"))
-        show(Check("llm", "skip", "needs the secrets above"))
+        for part in ("mbe", "llm", "channels"):
+            show(Check(part, "skip", "needs the secrets above"))
 
 
 def _check_data_dir(data: Path) -> Check:
@@ -228,3 +229,29 @@ async def _check_providers(config: Config, data: Path, show: Callable[[Check], N
             await provider.aclose()
         elapsed = (time.perf_counter() - started) * 1000
         show(Check(name, "pass", f"{answer.model or settings.kind} answered in {elapsed:.0f} ms"))
+
+
+async def _check_channels(config: Config, data: Path, show: Callable[[Check], None]) -> None:
+    """Each enabled channel's credentials, with one cheap call to its platform."""
+    from contextlib import AsyncExitStack
+
+    from mbe_gateway.gateway import enabled_platforms, open_channel
+    from mbe_gateway.secrets import Secrets
+
+    if not enabled_platforms(config):
+        show(Check("channels", "warn", "none enabled", "enable one in the config, e.g. [channels.telegram]"))
+        return
+    secrets = Secrets(config.secrets, data)
+    for name in enabled_platforms(config):
+        async with AsyncExitStack() as stack:
+            started = time.perf_counter()
+            try:
+                channel = await open_channel(name, config, secrets, stack)
+                with anyio.fail_after(30):
+                    who = await channel.check()
+            except (GatewayError, TimeoutError) as e:
+                reason = str(e) or "no answer within 30 s"
+                show(Check(f"channel {name}", "fail", reason))
+                continue
+            elapsed = (time.perf_counter() - started) * 1000
+            show(Check(f"channel {name}", "pass", f"{who} ({elapsed:.0f} ms)"))

@@ -29,7 +29,7 @@ from mbe_gateway.channels.base import Channel, Inbound
 from mbe_gateway.config import Config
 from mbe_gateway.conversations import Conversations, Turn
 from mbe_gateway.delivery import Delivery
-from mbe_gateway.errors import ChannelAuthFailed
+from mbe_gateway.errors import ChannelAuthFailed, GatewayError
 from mbe_gateway.mbe.backoff import Backoff
 from mbe_gateway.pipeline import Request
 from mbe_gateway.secrets import Secrets
@@ -220,24 +220,26 @@ async def _keep_typing(channel: Channel, chat_id: str) -> None:
         await anyio.sleep(TYPING_EVERY)
 
 
-async def open_channels(
-    config: Config, secrets: Secrets, stack: AsyncExitStack
-) -> tuple[dict[str, Channel], dict[str, access.Policy]]:
-    """The enabled channels (their client libraries imported only now), entered on `stack`."""
-    channels: dict[str, Channel] = {}
-    policies: dict[str, access.Policy] = {}
-    for name in PLATFORMS:
-        settings = getattr(config.channels, name)
-        if not settings.enabled:
-            continue
-        module: Any = importlib.import_module(f"mbe_gateway.channels.{name}")
-        extra = {"commands": commands.MENU[config.gateway.language]} if name == "telegram" else {}
-        channel = module.from_settings(settings, secrets, **extra)
-        if hasattr(channel, "__aenter__"):
-            channel = await stack.enter_async_context(channel)
-        channels[name] = channel
-        policies[name] = access.Policy(settings.dm_policy, settings.allow_from, settings.allow_groups)
-    return channels, policies
+def enabled_platforms(config: Config) -> list[str]:
+    return [name for name in PLATFORMS if getattr(config.channels, name).enabled]
+
+
+def policy_of(config: Config, name: str) -> access.Policy:
+    settings = getattr(config.channels, name)
+    return access.Policy(settings.dm_policy, settings.allow_from, settings.allow_groups)
+
+
+async def open_channel(name: str, config: Config, secrets: Secrets, stack: AsyncExitStack) -> Channel:
+    """One enabled channel (its client library imported only now), entered on `stack`.
+
+    Raises a GatewayError (a missing secret, a malformed token) that concerns this channel only.
+    """
+    module: Any = importlib.import_module(f"mbe_gateway.channels.{name}")
+    extra = {"commands": commands.MENU[config.gateway.language]} if name == "telegram" else {}
+    channel: Channel = module.from_settings(getattr(config.channels, name), secrets, **extra)
+    if hasattr(channel, "__aenter__"):
+        channel = await stack.enter_async_context(channel)  # type: ignore[arg-type]
+    return channel
 
 
 async def serve(
@@ -250,9 +252,15 @@ async def serve(
     secrets = Secrets(config.secrets, paths.data_dir())
     async with AsyncExitStack() as stack:
         assistant = await stack.enter_async_context(open_assistant(config))
-        channels, policies = await open_channels(config, secrets, stack)
-        if not channels:
+        channels: dict[str, Channel] = {}
+        for name in enabled_platforms(config):
+            try:
+                channels[name] = await open_channel(name, config, secrets, stack)
+            except GatewayError as e:  # this channel only: the others still run
+                log.error("channel not started", extra={"channel": name, "error": str(e)})
+        if not enabled_platforms(config):
             log.warning("no channel is enabled: add one to the config ([channels.telegram] enabled = true)")
+        policies = {name: policy_of(config, name) for name in channels}
         gateway = Gateway(assistant, channels, policies)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, tg.cancel_scope, name="signals")
