@@ -38,7 +38,7 @@ _URL_ONLY = re.compile(_URL)
 _SLOT = re.compile("\ue000(\\d+)\ue001")
 _STRONG_UNDERSCORES = re.compile(r"(?<![\w\\])__(?=\S)(.+?)(?<=\S)__(?!\w)")
 _STRAY_UNDERSCORES = re.compile(r"(?<!\\)__+")
-_MASS_MENTION = re.compile(r"@(everyone|here)\b")
+_MASS_MENTION = re.compile(r"@(everyone|here)")  # no word boundary: "@everyonea" must not read as one
 _IMAGE = re.compile(r"!\[([^\]\n]*)\]\(")
 # Plain text: every character Discord's Markdown gives a meaning to, escaped with a backslash.
 _PLAIN_ANYWHERE = re.compile(r"([\\*_~`|\[\]])")
