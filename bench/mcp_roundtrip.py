@@ -1,35 +1,41 @@
 """How long one MBE tool call takes over stdio, and where that time goes.
 
-    python bench/mcp_roundtrip.py [--calls N] [--profile]
+    python bench/mcp_roundtrip.py [--calls N] [--before REV] [--profile]
 
-In one run, against the embedded engine (or, where it is not installed, the well-behaved
-test server, and the output says so):
+In one run, against three twin embedded engines (each on its own database):
 
   * the floor: a newline-delimited JSON line echoed by a child over a pipe;
-  * every MBE tool through the SDK's own stdio transport (`mcp.client.stdio.stdio_client`,
-    "before") and through MBEClient with its own transport ("after"), calls interleaved in
-    blocks so both see the same machine load, on two engines with their own databases;
+  * every MBE tool three ways, calls interleaved in blocks so all see the same machine load:
+      - the SDK on both sides: `mcp.client.stdio.stdio_client`, and the engine served by
+        the SDK's `stdio_server()` (bench/engine_on_sdk_stdio.py);
+      - "before": MBEClient (the gateway's own client transport), same SDK-served engine;
+      - "after": MBEClient and the engine as shipped (`python -m mbe_gateway.engine`, its
+        own thread-free transport, engine/stdio.py).
+    The first two differ only in the client, the last two only in the server's transport.
+    With `--before REV`, the first two run the engine as it was at git revision REV
+    (`python -m mbe_gateway.engine` from `git archive REV src`), so the comparison covers
+    everything that changed in the engine since then, its tools included.
   * for each, CPU time per call in this process (the client) and in the child (the
-    server, from /proc/PID/schedstat), the rest being time neither was running: pipe
-    wake-ups and scheduling.
+    server: all its threads, from /proc/PID/task/*/schedstat), the rest being time
+    neither was running: pipe and thread wake-ups, scheduling.
 
 `--profile` then runs the same calls once more under cProfile on both sides (this process,
-and the engine as `python -m cProfile ... -m mbe_gateway.engine`) and prints each side's
-hottest functions. cProfile sees only the engine's main thread: the SDK server reads and
-writes its stdio in worker threads, whose cost shows up there as waiting.
+and the engine as `python -m cProfile ... -m mbe_gateway.engine`, which has one thread)
+and prints each side's hottest functions.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import io
 import logging
 import os
 import pstats
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -47,8 +53,8 @@ from mbe_gateway.mbe import MBEClient, StdioServer, embedded_engine
 from mbe_gateway.mbe.stdio import child_environment
 
 HERE = Path(__file__).resolve().parent
-WELL_BEHAVED = HERE.parent / "tests" / "mbe_servers" / "well_behaved.py"
-BLOCK = 10  # calls per block; blocks of "before" and "after" alternate
+SDK_SERVED_ENGINE = HERE / "engine_on_sdk_stdio.py"
+BLOCK = 10  # calls per block; blocks of the three ways alternate
 SENTENCES = [
     "I love cooking pasta with garlic and olive oil",
     "how do I fix a segfault in my C program?",
@@ -62,14 +68,19 @@ SENTENCES = [
 
 
 def server_cpu(pid: int | None) -> float | None:
-    """Seconds the process has spent on a CPU (Linux), or None where that cannot be read."""
+    """Seconds all of the process's live threads have spent on a CPU (Linux), or None where
+    that cannot be read. (/proc/PID/schedstat alone is the main thread: it would miss the
+    SDK transport's worker threads, which stay alive between calls.)"""
     if pid is None:
         return None
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+    return total / 1e9
 
 
 @dataclass
@@ -129,7 +140,7 @@ async def floor(calls: int) -> Series:
 
 
 def tool_calls(mbe: MBEClient) -> dict[str, Callable[[int], Awaitable[Any]]]:
-    """The five tools through MBEClient's typed methods (the "after" side)."""
+    """The five tools through MBEClient's typed methods."""
 
     def text(i: int) -> str:
         return f"{SENTENCES[i % len(SENTENCES)]} ({i})"
@@ -154,7 +165,7 @@ PARSERS: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 
 def sdk_calls(client: Client) -> dict[str, Callable[[int], Awaitable[Any]]]:
-    """The same five calls, same arguments, through the SDK's stdio transport ("before")."""
+    """The same five calls, same arguments, through the SDK's own client transport."""
 
     def arguments(tool: str, i: int) -> dict[str, Any]:
         text = f"{SENTENCES[i % len(SENTENCES)]} ({i})"
@@ -192,11 +203,11 @@ def sdk_calls(client: Client) -> dict[str, Callable[[int], Awaitable[Any]]]:
     return {tool: caller(tool) for tool in PARSERS}
 
 
-def sdk_pid() -> int | None:
-    """The SDK keeps its process private; find it as our only child so far (Linux)."""
+def child_pid(besides: set[int]) -> int | None:
+    """The SDK keeps its process private: find it as our child that is none of `besides` (Linux)."""
     me = str(os.getpid())
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) not in besides:
             try:
                 with open(f"/proc/{entry}/stat") as f:
                     if f.read().rsplit(")", 1)[1].split()[1] == me:
@@ -217,7 +228,7 @@ def row(label: str, series: Series, base: float) -> str:
     mean = statistics.fmean(series.wall) * 1e3
     rest = f"{mean - client - server:7.3f}" if client is not None and server is not None else "      -"
     return (
-        f"  {label:<34}{series.p(0.5):8.3f}{series.p(0.99):9.3f}{series.p(0.5) / base:9.1f}x"
+        f"  {label:<38}{series.p(0.5):8.3f}{series.p(0.99):9.3f}{series.p(0.5) / base:9.1f}x"
         f"{mean:9.3f}{client or 0:9.3f}{server if server is not None else float('nan'):9.3f}{rest}"
     )
 
@@ -241,58 +252,108 @@ def add(total: Series, part: Series) -> None:
         total.server_cpu += part.server_cpu
 
 
-async def compare(calls: int, base: Series, server_for: Callable[[str], StdioServer], work: Path) -> None:
-    """Before (SDK stdio_client) and after (MBEClient) on twin servers, calls interleaved."""
-    sdk_server = server_for("before")
+@dataclass
+class Way:
+    """One way of calling: a label, the five tools' calls, the server's pid, and its results."""
+
+    label: str
+    calls: dict[str, Callable[[int], Awaitable[Any]]]
+    pid: int | None
+    series: dict[str, Series] = field(default_factory=lambda: {tool: Series() for tool in PARSERS})
+
+    def total(self) -> Series:
+        whole = Series()
+        for part in self.series.values():
+            add(whole, part)
+        return whole
+
+
+def sdk_served(db: Path) -> StdioServer:
+    """The engine on `db` served by the SDK's stdio_server() (the transport it had before)."""
+    return StdioServer((sys.executable, str(SDK_SERVED_ENGINE), "--db", str(db)), protocol="legacy")
+
+
+def engine_at(rev: str, work: Path) -> Callable[[Path], StdioServer]:
+    """The engine as it was at git revision `rev`: its src/ unpacked under `work` and put
+    first on the child's PYTHONPATH (ahead of this checkout's editable install)."""
+    archive = subprocess.run(
+        ["git", "-C", str(HERE.parent), "archive", rev, "src"], capture_output=True, check=True
+    ).stdout
+    tree = work / f"src-{rev}"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    env = {"PYTHONPATH": str(tree / "src")}
+
+    def server(db: Path) -> StdioServer:
+        return StdioServer(
+            (sys.executable, "-m", "mbe_gateway.engine", "--db", str(db)), env=env, protocol="legacy"
+        )
+
+    return server
+
+
+def change(label: str, before: float | None, after: float | None) -> str:
+    if not before or after is None:
+        return f"{label} -"
+    return f"{label} {before:.3f} -> {after:.3f} ms ({(1 - after / before) * 100:.0f}% less)"
+
+
+async def compare(calls: int, base: Series, work: Path, old_engine: Callable[[Path], StdioServer]) -> None:
+    """The three ways on three twin engines, calls interleaved block by block."""
+    sdk_server = old_engine(work / "sdk.sqlite3")
     params = StdioServerParameters(
         command=sdk_server.command[0],
         args=list(sdk_server.command[1:]),
         env=child_environment(sdk_server, home=work),
     )
-    before: dict[str, Series] = {tool: Series() for tool in PARSERS}
-    after: dict[str, Series] = {tool: Series() for tool in PARSERS}
     with open(work / "sdk-stderr.log", "w") as errlog:
         async with (
-            Client(stdio_client(params, errlog=errlog), mode=sdk_server.protocol, cache=None) as sdk,
-            MBEClient(server_for("after"), home=work) as mbe,
+            MBEClient(old_engine(work / "before.sqlite3"), home=work) as before,
+            MBEClient(embedded_engine(work / "after.sqlite3"), home=work) as after,
         ):
-            await mbe.wait_ready(60)
-            ours, theirs, their_pid = tool_calls(mbe), sdk_calls(sdk), sdk_pid()
-            for tool in PARSERS:  # warm up both sides
-                await measure(Series(), None, 20, ours[tool])
-                await measure(Series(), None, 20, theirs[tool])
-            for start in range(0, calls, BLOCK):
-                n = min(BLOCK, calls - start)
-                for tool in PARSERS:
-                    await measure(before[tool], their_pid, n, from_call(theirs[tool], start))
-                    await measure(after[tool], mbe.pid, n, from_call(ours[tool], start))
+            await before.wait_ready(60)
+            await after.wait_ready(60)
+            theirs = {pid for pid in (before.pid, after.pid) if pid is not None}
+            transport = stdio_client(params, errlog=errlog)
+            async with Client(transport, mode=sdk_server.protocol, cache=None) as sdk:
+                ways = [
+                    Way("SDK client,  server before", sdk_calls(sdk), child_pid(theirs)),
+                    Way("MBEClient,   server before", tool_calls(before), before.pid),
+                    Way("MBEClient,   server after", tool_calls(after), after.pid),
+                ]
+                for tool in PARSERS:  # warm up every side
+                    for way in ways:
+                        await measure(Series(), None, 20, way.calls[tool])
+                for start in range(0, calls, BLOCK):
+                    n = min(BLOCK, calls - start)
+                    for tool in PARSERS:
+                        for way in ways:
+                            await measure(way.series[tool], way.pid, n, from_call(way.calls[tool], start))
 
     floor_p50 = base.p(0.5)
     print()
     header = f"{'p50 ms':>8}{'p99 ms':>9}{'/floor':>10}{'mean':>9}{'client':>9}{'server':>9}{'rest':>7}"
-    print(f"  {'':<34}{header}")
+    print(f"  {'':<38}{header}")
     print(row("floor: raw JSON line echo on a pipe", base, floor_p50))
-    total_before, total_after = Series(), Series()
-    for tool in PARSERS:
-        print(f"  {tool}")
-        print(row("  before: SDK stdio_client", before[tool], floor_p50))
-        print(row("  after:  MBEClient, own transport", after[tool], floor_p50))
-        add(total_before, before[tool])
-        add(total_after, after[tool])
-    print("  all five tools")
-    print(row("  before: SDK stdio_client", total_before, floor_p50))
-    print(row("  after:  MBEClient, own transport", total_after, floor_p50))
+    kinds: list[str | None] = [*PARSERS, None]  # None: all five tools together
+    for kind in kinds:
+        print(f"  {kind or 'all five tools'}")
+        for way in ways:
+            print(row(f"  {way.label}", way.series[kind] if kind else way.total(), floor_p50))
     print()
     print("  mean, client and server: ms per call, and CPU ms per call in this process and in the child;")
-    print("  rest = mean - client - server: time neither side ran (pipe wake-ups, scheduling, other load).")
-    cut = total_before.per_call(total_before.client_cpu), total_after.per_call(total_after.client_cpu)
-    if cut[0] and cut[1]:
-        less = (1 - cut[1] / cut[0]) * 100
+    print("  rest = mean - client - server: time neither side ran (pipe and thread wake-ups, scheduling).")
+    print("  the server, before -> after:")
+    for kind in kinds:
+        old, new = (way.series[kind] if kind else way.total() for way in ways[1:])
+        cpu = change("server CPU/call", old.per_call(old.server_cpu), new.per_call(new.server_cpu))
         print(
-            f"  client CPU per call {cut[0]:.3f} -> {cut[1]:.3f} ms ({less:.0f}% less); "
-            f"p50 {total_before.p(0.5):.3f} -> {total_after.p(0.5):.3f} ms; "
-            f"p99 {total_before.p(0.99):.3f} -> {total_after.p(0.99):.3f} ms"
+            f"    {kind or 'all five tools':<22}{cpu}; p50 {old.p(0.5):.3f} -> {new.p(0.5):.3f} ms; "
+            f"p99 {old.p(0.99):.3f} -> {new.p(0.99):.3f} ms"
         )
+    sdk_only, ours = ways[0].total(), ways[1].total()
+    cpu = change("client CPU/call", sdk_only.per_call(sdk_only.client_cpu), ours.per_call(ours.client_cpu))
+    print(f"  the client's transport, SDK -> MBEClient: {cpu}")
 
 
 async def profile_both_sides(calls: int, server: StdioServer, work: Path) -> None:
@@ -311,36 +372,37 @@ async def profile_both_sides(calls: int, server: StdioServer, work: Path) -> Non
         profiler.disable()
     top(profiler, f"client side, {calls * 5} calls, by own time:")
     if server_stats.exists():
-        top(server_stats, "server side, the engine's main thread (start-up included):")
+        top(server_stats, "server side, the engine (start-up included):")
 
 
-async def main(calls: int, profile: bool) -> None:
-    logging.getLogger("mbe_gateway").setLevel(logging.ERROR)  # the header says what the server is
-    engine = importlib.util.find_spec("mbe_gateway.engine.__main__") is not None
+async def main(calls: int, before: str | None, profile: bool) -> None:
+    logging.getLogger("mbe_gateway").setLevel(logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="mbe-bench-"))
     cpus, python = os.cpu_count(), sys.version.split()[0]
-    print(f"MCP round trips over stdio: {calls} calls per tool and side, {cpus} CPUs, Python {python}")
-    if engine:
-        print("server: the embedded engine (python -m mbe_gateway.engine), one SQLite file per side")
+    print(f"MCP round trips over stdio: {calls} calls per tool and way, {cpus} CPUs, Python {python}")
+    old_engine: Callable[[Path], StdioServer]
+    if before is None:
+        print("server before: this engine served by the SDK's stdio_server(); after: as shipped")
+        old_engine = sdk_served
     else:
-        print("server: the embedded engine is NOT installed; measuring tests/mbe_servers/well_behaved.py")
-
-    def server_for(side: str) -> StdioServer:
-        if engine:
-            return embedded_engine(work / f"{side}.sqlite3")
-        return StdioServer((sys.executable, str(WELL_BEHAVED), "--without", "mbe_generate"))
-
+        print(f"server before: the engine at {before} (python -m mbe_gateway.engine); after: this checkout")
+        old_engine = engine_at(before, work)
     base = await floor(calls * 2)
-    await compare(calls, base, server_for, work)
+    await compare(calls, base, work, old_engine)
     if profile:
-        await profile_both_sides(max(calls // 3, 50), server_for("profiled"), work)
+        await profile_both_sides(max(calls // 3, 50), embedded_engine(work / "profiled.sqlite3"), work)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--calls", type=int, default=300, help="calls per tool and side (default 300)")
-    parser.add_argument("--profile", action="store_true", help="also profile the client side (own transport)")
+    parser.add_argument("--calls", type=int, default=300, help="calls per tool and way (default 300)")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="the engine of this git revision is 'before' (default: SDK transport)",
+    )
+    parser.add_argument("--profile", action="store_true", help="also profile both sides (own transports)")
     options = parser.parse_args()
-    anyio.run(main, options.calls, options.profile)
+    anyio.run(main, options.calls, options.before, options.profile)

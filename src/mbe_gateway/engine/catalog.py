@@ -59,6 +59,8 @@ class CatalogExpert:
 class Catalog:
     experts: tuple[CatalogExpert, ...]
     source: str
+    longest_keyword: int
+    """The most terms in any word keyword: longer runs of a message's words match none."""
 
     @property
     def fallback(self) -> CatalogExpert:
@@ -155,7 +157,8 @@ def parse_catalog(raw: str, source: str) -> Catalog:
                 ),
             )
         )
-    return Catalog(experts=tuple(experts), source=source)
+    longest = max((len(k.terms) for e in experts for k in e.keywords), default=1)
+    return Catalog(experts=tuple(experts), source=source, longest_keyword=longest)
 
 
 def _match_key(where: str, keyword: str) -> _Key:

@@ -37,21 +37,16 @@ HISTORY = 20
 CONTINUITY = 0.25
 
 
-def _contains_run(words: list[str], present: set[str], run: tuple[str, ...]) -> bool:
-    if run[0] not in present:
-        return False
-    n = len(run)
-    return n == 1 or any(tuple(words[i : i + n]) == run for i in range(len(words) - n + 1))
+def word_runs(words: list[str], longest: int) -> set[tuple[str, ...]]:
+    """Every run of 1..longest consecutive words: a word keyword occurs in the message
+    exactly when its terms are one of them (one set lookup per keyword, for all experts)."""
+    return {tuple(words[i : i + n]) for n in range(1, longest + 1) for i in range(len(words) - n + 1)}
 
 
-def evidence(expert: CatalogExpert, normalized: str, words: list[str]) -> float:
-    """The summed weight of the expert's keywords that occur in the message."""
-    present = set(words)
-    return sum(
-        k.weight
-        for k in expert.keywords
-        if (k.text in normalized if k.chinese else _contains_run(words, present, k.terms))
-    )
+def evidence(expert: CatalogExpert, normalized: str, runs: set[tuple[str, ...]]) -> float:
+    """The summed weight of the expert's keywords that occur in the message (its normalised
+    text, for Chinese keywords, and its `word_runs` up to the catalog's longest keyword)."""
+    return sum(k.weight for k in expert.keywords if (k.text in normalized if k.chinese else k.terms in runs))
 
 
 def recent_shares(conn: sqlite3.Connection, user_id: str) -> dict[str, float]:
@@ -77,11 +72,11 @@ def route(
 ) -> Routing:
     """Rank the catalog for `text`; record the choice for the user when there is one."""
     normalized = normalize(text)
-    words = terms(text)
+    runs = word_runs(terms(text), catalog.longest_keyword)
     shares = recent_shares(conn, user_id) if user_id is not None and surprise is not None else {}
     fits: dict[str, float] = {}
     for expert in catalog.experts:
-        found = evidence(expert, normalized, words) + (1.0 if task_type == expert.id else 0.0)
+        found = evidence(expert, normalized, runs) + (1.0 if task_type == expert.id else 0.0)
         fit = 1.0 - math.exp(-0.9 * found)
         if shares and surprise is not None:
             fit = 1.0 - (1.0 - fit) * (1.0 - CONTINUITY * (1.0 - surprise) * shares.get(expert.id, 0.0))

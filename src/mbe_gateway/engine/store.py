@@ -80,7 +80,9 @@ def open_db(path: Path) -> sqlite3.Connection:
         raise StoreError(f"{path} is a directory, not the engine database; point --db at a file")
     _create_private(path)
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
+        # A larger statement cache than the default 128: lookups with IN (?, ?, …) are one
+        # statement per number of terms, and re-preparing one costs ~15 µs.
+        conn = sqlite3.connect(path, isolation_level=None, cached_statements=512)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the engine database {path}: {exc}; check its permissions") from exc
     try:

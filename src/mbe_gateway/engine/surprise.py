@@ -19,6 +19,7 @@ import math
 import sqlite3
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from mbe_gateway.contract import Surprise
 from mbe_gateway.engine import index
@@ -39,15 +40,24 @@ def learning_mode(score: float) -> str:
     return "adapt" if score >= ADAPT_AT else "reinforce"
 
 
-def cosine(a: Counter[str], b: Counter[str], idf: Mapping[str, float]) -> float:
-    """Cosine of two term-count vectors weighted (1 + ln tf) · idf; 0 when either is empty."""
+@dataclass(frozen=True, slots=True)
+class Vector:
+    """A message's terms weighted (1 + ln tf) · idf, with the vector's length: a message is
+    weighed once however many candidates it is compared with."""
 
-    def weights(counts: Counter[str]) -> dict[str, float]:
-        return {t: (1.0 + math.log(n)) * idf.get(t, 1.0) for t, n in counts.items()}
+    weights: dict[str, float]
+    norm: float
 
-    wa, wb = weights(a), weights(b)
-    dot = sum(w * wb[t] for t, w in wa.items() if t in wb)
-    norm = math.sqrt(sum(w * w for w in wa.values())) * math.sqrt(sum(w * w for w in wb.values()))
+
+def vector(counts: Counter[str], idf: Mapping[str, float]) -> Vector:
+    weights = {t: (1.0 + math.log(n)) * idf.get(t, 1.0) for t, n in counts.items()}
+    return Vector(weights, math.sqrt(sum(w * w for w in weights.values())))
+
+
+def cosine(a: Vector, b: Vector) -> float:
+    """Cosine of two weighted term vectors; 0 when either is empty."""
+    dot = sum(w * b.weights[t] for t, w in a.weights.items() if t in b.weights)
+    norm = a.norm * b.norm
     return min(1.0, dot / norm) if norm else 0.0
 
 
@@ -87,7 +97,8 @@ def max_similarity(conn: sqlite3.Connection, user_id: str, digest: str, words: l
     counts.update(index.frequencies(conn, index.OBSERVATIONS, user_id, vocabulary - counts.keys()))
     total = counts.get(index.ALL, 0)
     idf = {t: math.log((total + 1) / (counts.get(t, 0) + 1)) + 1.0 for t in vocabulary}
-    return max((cosine(query, candidate, idf) for candidate in candidates), default=0.0)
+    message = vector(query, idf)
+    return max((cosine(message, vector(candidate, idf)) for candidate in candidates), default=0.0)
 
 
 def observe(
