@@ -27,10 +27,10 @@ import anyio
 
 from mbe_gateway import paths
 from mbe_gateway.config import Config, ProviderSettings
-from mbe_gateway.errors import ConfigError, MBEError, SecretError
+from mbe_gateway.errors import MBEError, SecretError
 from mbe_gateway.llm import Chain, build_provider
 from mbe_gateway.llm.factory import default_providers
-from mbe_gateway.llm.local import BUNDLED_FILE, INSTALL_HINT
+from mbe_gateway.llm.local import BUNDLED_FILE
 from mbe_gateway.mbe import MBEClient, from_settings
 from mbe_gateway.memory_writer import MemoryWriter
 from mbe_gateway.pipeline import Pipeline
@@ -93,13 +93,7 @@ def model_settings(config: Config) -> tuple[ProviderSettings, ...]:
 
     ConfigError (one line, naming the file and the install command) when there is neither.
     """
-    try:
-        return config.llm.providers or default_providers()
-    except ConfigError:  # its message names the default config file, not the one in use
-        raise ConfigError(
-            "no LLM provider is configured: add an [[llm.providers]] section (kind, base_url, model) "
-            f"to {config.path}, or install the local model: {INSTALL_HINT}"
-        ) from None
+    return config.llm.providers or default_providers(config.path)
 
 
 def build_model(models: Sequence[ProviderSettings], *, secrets: Secrets, mbe: MBEClient) -> Chain:

@@ -204,7 +204,7 @@ async def _check_providers(config: Config, data: Path, show: Callable[[Check], N
     from mbe_gateway.secrets import Secrets
 
     try:
-        providers = config.llm.providers or default_providers()
+        providers = config.llm.providers or default_providers(config.path)
     except GatewayError as e:
         show(Check("llm", "warn", str(e), "the assistant cannot answer until a model is configured"))
         return

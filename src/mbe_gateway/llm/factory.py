@@ -36,12 +36,15 @@ def build_chain(
     return Chain([build_provider(p, secrets=secrets, mbe=mbe) for p in providers])
 
 
-def default_providers() -> tuple[ProviderSettings, ...]:
-    """The chain when none is configured: the bundled local model, if its extra is installed."""
+def default_providers(config_path: Path | None = None) -> tuple[ProviderSettings, ...]:
+    """The chain when none is configured: the bundled local model, if its extra is installed.
+
+    ConfigError, naming the config file to edit (`config_path`, else the default one), if not.
+    """
     if not local_model_available():
         raise ConfigError(
             f"no LLM provider is configured: add an [[llm.providers]] section (kind, base_url, model) "
-            f"to {paths.config_file()}, or install the local model: {INSTALL_HINT}"
+            f"to {config_path or paths.config_file()}, or install the local model: {INSTALL_HINT}"
         )
     return (ProviderSettings(kind="local", name="local"),)
 
