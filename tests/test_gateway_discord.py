@@ -123,9 +123,9 @@ async def test_a_stranger_gets_only_a_pairing_code_and_nothing_reaches_the_model
         assert code_message.channel_id == discord.dm_channel(bob)
         assert code_message.reply_to == asked
         assert "pairing code" in code_message.content
-        await discord.dm(bob, "hello?")
-        (_, again) = await discord.wait_sent(2, timeout=20)
-        assert again.content == code_message.content  # the same code, not a new one per message
+        await discord.dm(bob, "hello?")  # the code was sent once: writing again gets nothing
+        await anyio.sleep(0.5)
+        assert len(discord.sent) == 1
         assert llm.requests == []  # nothing from a stranger reaches the model...
         assert await inbox.pending(gateway.db) == []  # ...or the conversation store
         (request,) = await pairing.pending(gateway.db)

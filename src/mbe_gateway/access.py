@@ -5,7 +5,8 @@ only what it needs to recognise a redelivery, and answers (if at all) with a fix
 
 - In a DM: dm_policy "open" lets anyone in; "allowlist" only `allow_from` and the senders the
   owner approved; "pairing" (the default) also gives a stranger a code to pass to the owner,
-  and nothing else.
+  once, and nothing else: writing again gets no answer until the code expires (an hour), so a
+  stranger cannot make the bot answer every message they send.
 - In a group: only groups in `allow_groups` ("*" for any), and only messages addressed to the
   bot (a mention, a reply to it, a command); anyone in an allowed group may ask.
 """
@@ -60,8 +61,10 @@ async def decide(
         sender_name=message.sender_name,
         now=time.time() if now is None else now,
     )
-    if request is None:
-        return Verdict(False, "pairing requests full", say(language, "pairing_full"))
+    if request is None:  # silent: an answer here would answer every message a flood sends
+        return Verdict(False, "pairing requests full: the owner has too many pending codes")
+    if not request.is_new:
+        return Verdict(False, "pairing code already sent")
     return Verdict(False, "pairing code sent", say(language, "pairing_code", code=request.code))
 
 

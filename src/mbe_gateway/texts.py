@@ -71,10 +71,6 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
             "Ask my owner to run: mbe-gateway pairing approve {code}\n"
             "(The code expires in an hour.)"
         ),
-        "pairing_full": (
-            "🔐 I only talk to people my owner has approved, and too many requests are waiting "
-            "right now. Please try again later."
-        ),
         "pairing_approved": "✅ You're approved: I'm all yours. Say hi!",
         "late": "⏰ (I received your message while I was offline, so this answer comes late.)",
         "too_long": (
@@ -134,7 +130,6 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
             "请让我的主人运行:mbe-gateway pairing approve {code}\n"
             "(配对码一小时后失效。)"
         ),
-        "pairing_full": "🔐 我只和主人批准过的人交谈,目前等待批准的请求太多了,请稍后再试。",
         "pairing_approved": "✅ 你已通过批准,我随时为你服务。打个招呼吧!",
         "late": "⏰(我离线时收到了你的消息,所以这条回复晚到了。)",
         "too_long": "你的消息太长了({length} 个字符,上限是 {limit})。请精简或分开发送。",

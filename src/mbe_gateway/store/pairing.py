@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import aiosqlite
@@ -34,6 +34,7 @@ class PairingRequest:
     code: str
     created_at: float
     expires_at: float
+    is_new: bool = False  # made by this call to `request` (not one the sender already had)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ async def request(
     sender_name: str | None = None,
     now: float | None = None,
 ) -> PairingRequest | None:
-    """The sender's live request (the same code again if they write twice), a new one, or None
+    """The sender's live request (`is_new` False if they already had one), a new one, or None
     when the channel already has its maximum of pending requests."""
     now = time.time() if now is None else now
     async with db.transaction() as conn:
@@ -90,7 +91,7 @@ async def request(
                 )
             except sqlite3.IntegrityError:
                 continue
-            return _request(rows[0])
+            return replace(_request(rows[0]), is_new=True)
     raise PairingError("could not draw an unused pairing code; try again")
 
 
