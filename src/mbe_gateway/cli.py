@@ -122,11 +122,19 @@ def init(
 ) -> None:
     """Write a commented default config file."""
     from mbe_gateway.config import write_default_config
+    from mbe_gateway.control.auth import ensure_tokens
 
     path = _config_path(ctx)
     backup = write_default_config(path, force=force)
     console = _console()
     console.print(f"Wrote {path}" + (f" (the old one is {backup})" if backup else ""))
+    try:
+        _, made = ensure_tokens(_secrets(ctx))
+    except GatewayError as e:
+        console.print(f"Note: {e}", style="yellow")
+    else:
+        if made:
+            console.print(f"Made the control plane's tokens (secrets {' and '.join(made)}).")
     console.print(
         "Next: store a token with `mbe-gateway secrets set NAME`, edit the file, run `mbe-gateway doctor`."
     )
@@ -343,6 +351,79 @@ def run(ctx: typer.Context) -> None:
     level = "debug" if options.debug else config.gateway.log_level
     logs.configure(level, log_dir=paths.data_dir() / "logs", console=True)
     anyio.run(serve, config)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The daemon's answer as JSON, for scripts.")
+    ] = False,
+) -> None:
+    """Show the running daemon: its channels, engine, models and queues."""
+    import json
+
+    import anyio
+
+    from mbe_gateway.config import load_config
+    from mbe_gateway.control.auth import client_token
+    from mbe_gateway.control.client import connect
+
+    config = load_config(_options(ctx).config)
+    token = client_token(_secrets(ctx), "read")
+
+    async def ask() -> dict[str, Any]:
+        async with connect(config.control, token) as client:
+            return await client.call("status")
+
+    answer = anyio.run(ask)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False)
+    for label, value in _status_lines(answer):
+        table.add_row(label, value)
+    _console().print(table)
+
+
+def _status_lines(answer: dict[str, Any]) -> list[tuple[str, str]]:
+    """The `status` answer as label/value rows for people (docs/control-protocol.md has the fields)."""
+    uptime = int(answer.get("uptime_s", 0))
+    lines = [
+        ("daemon", f"mbe-gateway {answer.get('version')}, pid {answer.get('pid')}, up {_duration(uptime)}")
+    ]
+    engine = answer.get("engine") or {}
+    detail = f"{engine.get('state')} ({engine.get('server')}"
+    detail += f", pid {engine['pid']})" if engine.get("pid") else ")"
+    if engine.get("state") != "ready" and engine.get("last_error"):
+        detail += f": {engine['last_error']}"
+    lines.append(("engine", detail))
+    for name, state in (answer.get("channels") or {}).items():
+        lines.append((name, str(state)))
+    if not answer.get("channels"):
+        lines.append(("channels", "none enabled"))
+    lines.append(("model", str(answer.get("model"))))
+    for provider in answer.get("providers") or []:
+        if provider.get("cooling_down_for"):
+            health = f"cooling down {provider['cooling_down_for']:.0f} s: {provider.get('last_error')}"
+        else:
+            health = "ok"
+        lines.append((f"  {provider.get('name')}", health))
+    queues = answer.get("queues") or {}
+    lines.append(("queues", ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in queues.items())))
+    delivery = answer.get("delivery") or {}
+    lines.append(("delivered", f"{delivery.get('sent', 0)} sent, {delivery.get('failed', 0)} given up"))
+    return lines
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 @app.command()

@@ -16,6 +16,7 @@ dataclass, a parser and one line there (plus a field on Config).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
 import shlex
@@ -147,6 +148,7 @@ class ChannelsSettings:
 class ControlSettings:
     host: str = "127.0.0.1"
     port: int = 18789
+    allow_remote: bool = False  # binding anything but loopback needs this, and is warned about
 
 
 @dataclass(frozen=True)
@@ -577,10 +579,25 @@ def _channels(t: _Table) -> ChannelsSettings:
 
 
 def _control(t: _Table) -> ControlSettings:
-    return ControlSettings(
-        host=t.string("host", "127.0.0.1", expected="a host name or address"),
-        port=t.integer("port", 18789, 1, 65535),
-    )
+    host = t.string("host", "127.0.0.1", expected="a host name or address")
+    allow_remote = t.boolean("allow_remote", False)
+    if not allow_remote and not is_loopback(host):
+        raise t.error(
+            "host",
+            f"{json.dumps(host)} is not a loopback address: the control plane would be reachable from "
+            'other machines; use "127.0.0.1", or set allow_remote = true if you really mean it',
+        )
+    return ControlSettings(host=host, port=t.integer("port", 18789, 1, 65535), allow_remote=allow_remote)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine: "localhost", 127.0.0.0/8 or ::1."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
 
 
 def _secrets(t: _Table) -> SecretsSettings:
@@ -725,6 +742,7 @@ _DEFAULT_CONFIG: Final = """\
 [control]
 # host = "127.0.0.1"
 # port = 18789
+# allow_remote = false              # must be true to bind anything but loopback (a warning at start)
 
 [secrets]
 # Where "secret:NAME" is looked up after the environment variable MBE_GATEWAY_SECRET_NAME:

@@ -18,6 +18,7 @@ ever carries a secret's value (only its name).
     │   ├── MBEToolError           the server answered the call with an error
     │   ├── MBEProtocolError       the server's answer does not fit the tool contract
     │   └── MBEToolMissing         an (optional) tool is not offered by this server
+    ├── ControlError           a control-plane request refused or failed (with its protocol code)
     ├── ProviderError          an LLM provider could not answer
     │   ├── ProviderFailed         one provider failed (the chain tries the next)
     │   └── AllProvidersFailed     every provider in the chain failed
@@ -87,6 +88,15 @@ class MBEProtocolError(MBEError):
 
 class MBEToolMissing(MBEError):
     """The MBE server does not offer this tool."""
+
+
+class ControlError(GatewayError):
+    """A control-plane request was refused or could not be served, or the daemon could not be
+    reached. `code` is the protocol's error code (docs/control-protocol.md), for clients."""
+
+    def __init__(self, message: str, *, code: str = "failed") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ProviderError(GatewayError):

@@ -27,6 +27,8 @@ from mbe_gateway import access, commands
 from mbe_gateway.assistant import Assistant
 from mbe_gateway.channels.base import Channel, Inbound
 from mbe_gateway.config import Config
+from mbe_gateway.control import events
+from mbe_gateway.control.metrics import Metrics
 from mbe_gateway.conversations import Conversations, Turn
 from mbe_gateway.delivery import Delivery
 from mbe_gateway.errors import ChannelAuthFailed, GatewayError
@@ -61,6 +63,8 @@ class Gateway:
         self.conversations = Conversations(self._answer, debounce=assistant.config.assistant.debounce)
         self.delivery = Delivery(self.db, channels)
         self.states: dict[str, str] = {name: "starting" for name in channels}
+        self.metrics = Metrics(providers=[p.name for p in assistant.chain.providers])  # for /metrics
+        self.events = events.Events()  # fanned out to control-plane clients
         self._backoff = backoff if backoff is not None else Backoff(base=1.0, cap=60.0)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -106,6 +110,8 @@ class Gateway:
             },
         )
         if put.is_new:
+            self.metrics.received(message.channel)
+            self.events.publish("message", events.inbound(put.message))
             self.conversations.submit(self._request(put.message))
 
     async def _refuse(self, message: Inbound, reason: str, reply: str) -> None:
@@ -170,7 +176,7 @@ class Gateway:
                 reply = await pipeline.prepare(request)
                 tg.cancel_scope.cancel()
             turn.commit()
-            await pipeline.commit(request, reply, send=True)
+            reply = await pipeline.commit(request, reply, send=True)
         except Exception as e:
             # A bug, not a platform or MBE failure (those degrade inside the pipeline). Mark the
             # messages failed so they are visible and not retried forever, and let the lane log it.
@@ -180,6 +186,8 @@ class Gateway:
                         await inbox.mark_failed(self.db, inbox_id, f"{type(e).__name__}: {e}")
             raise
         self.delivery.nudge()
+        self.metrics.answered(request.channel, reply)
+        self.events.publish("message", events.answer(request, reply))
 
     # --- the channels -----------------------------------------------------------------------
 
@@ -248,6 +256,7 @@ async def serve(
     """`mbe-gateway run`: the assistant and every enabled channel, until SIGTERM or SIGINT."""
     from mbe_gateway import paths
     from mbe_gateway.assistant import open_assistant
+    from mbe_gateway.control.server import serve as serve_control
 
     secrets = Secrets(config.secrets, paths.data_dir())
     async with AsyncExitStack() as stack:
@@ -265,6 +274,7 @@ async def serve(
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, tg.cancel_scope, name="signals")
             await tg.start(gateway.run)
+            tg.start_soon(serve_control, gateway, config.control, secrets, name="control plane")
             log.info("mbe-gateway is running", extra={"channels": sorted(channels), "model": assistant.model})
             task_status.started(gateway)
 

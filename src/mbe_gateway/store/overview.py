@@ -1,0 +1,70 @@
+"""Read-only looks across the tables, for the control plane: the sessions, and how much waits.
+
+Kept apart from the table modules because nothing on the answering path needs them; each is
+one cheap query (the queue counts use the partial indexes on open inbox rows and on pending
+and sending outbox rows), since the one connection is shared with the messages being answered.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from mbe_gateway.store.db import Database
+from mbe_gateway.store.sessions import Session
+
+
+@dataclass(frozen=True)
+class QueueDepths:
+    inbox: int  # messages received and not yet answered (pending or being answered)
+    outbox: int  # replies and messages waiting to be sent (or for their retry)
+    sending: int  # handed to a platform, outcome not yet recorded
+    memory_writes: int  # exchanges waiting to be written to MBE
+    pairing_requests: int  # strangers' codes waiting for the owner
+
+
+async def queue_depths(db: Database, *, now: float | None = None) -> QueueDepths:
+    async with db.connection() as conn:
+        rows = list(
+            await conn.execute_fetchall(
+                "SELECT (SELECT count(*) FROM inbox WHERE state IN ('pending', 'processing')),"
+                " (SELECT count(*) FROM outbox WHERE state = 'pending'),"
+                " (SELECT count(*) FROM outbox WHERE state = 'sending'),"
+                " (SELECT count(*) FROM memory_queue),"
+                " (SELECT count(*) FROM pairing_requests WHERE expires_at > ?)",
+                (time.time() if now is None else now,),
+            )
+        )
+    return QueueDepths(*(int(n) for n in rows[0]))
+
+
+async def recent_sessions(db: Database, *, limit: int, channel: str | None = None) -> list[Session]:
+    """Up to `limit` sessions, the most recently active first, on one channel or all."""
+    async with db.connection() as conn:
+        rows = await conn.execute_fetchall(
+            "SELECT * FROM sessions WHERE ?1 IS NULL OR channel = ?1"
+            " ORDER BY last_active_at DESC, id DESC LIMIT ?2",
+            (channel, limit),
+        )
+    return [_session(row) for row in rows]
+
+
+async def session(db: Database, session_id: int) -> Session | None:
+    async with db.connection() as conn:
+        rows = list(await conn.execute_fetchall("SELECT * FROM sessions WHERE id = ?", (session_id,)))
+    return _session(rows[0]) if rows else None
+
+
+def _session(row: sqlite3.Row) -> Session:
+    return Session(
+        id=row["id"],
+        channel=row["channel"],
+        chat_id=row["chat_id"],
+        is_group=bool(row["is_group"]),
+        created_at=row["created_at"],
+        last_active_at=row["last_active_at"],
+        turns=row["turns"],
+        generation=row["generation"],
+        reset_at=row["reset_at"],
+    )
