@@ -36,7 +36,6 @@ class ControlClient:
         self._where = where
         self._ids = itertools.count(1)
         self._lock = anyio.Lock()
-        self.scope = ""  # "read" or "admin", once connected
 
     async def call(
         self, method: str, params: Mapping[str, Any] | None = None, *, on_event: OnEvent | None = None
@@ -97,7 +96,7 @@ async def connect(settings: ControlSettings, token: str) -> AsyncIterator[Contro
             client = ControlClient(ws, where)
             try:
                 with anyio.fail_after(CONNECT_WITHIN):
-                    hello = await client.call("connect", {"token": token})
+                    await client.call("connect", {"token": token})
             except TimeoutError:
                 raise ControlError(
                     f"the daemon at {where} did not let us in; is it busy?", code=UNAVAILABLE
@@ -110,5 +109,4 @@ async def connect(settings: ControlSettings, token: str) -> AsyncIterator[Contro
                     "and with the config, that the daemon runs with",
                     code=UNAUTHORIZED,
                 ) from None
-            client.scope = str(hello.get("scope", ""))
             yield client

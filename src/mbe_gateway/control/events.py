@@ -37,10 +37,6 @@ class Events:
         self._buffer = buffer
         self._subscribers: set[MemoryObjectSendStream[Event]] = set()
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)
-
     def publish(self, name: str, payload: Mapping[str, Any]) -> None:
         event = Event(name, payload)
         for stream in list(self._subscribers):

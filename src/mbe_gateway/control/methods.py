@@ -31,7 +31,6 @@ from mbe_gateway.control.protocol import (
 from mbe_gateway.errors import ControlError
 from mbe_gateway.pipeline import Reply, Request
 from mbe_gateway.store import history, outbox, overview, pairing
-from mbe_gateway.store.sessions import Session
 
 if TYPE_CHECKING:
     from mbe_gateway.gateway import Gateway
@@ -87,7 +86,7 @@ async def sessions_list(call: Call) -> Mapping[str, Any]:
     limit = int_param(call.params, "limit", default=50, low=1, high=500)
     channel = optional_text_param(call.params, "channel", max_chars=64)
     found = await overview.recent_sessions(call.gateway.db, limit=limit, channel=channel)
-    return {"sessions": [_session(s) for s in found]}
+    return {"sessions": [asdict(s) for s in found]}
 
 
 async def sessions_history(call: Call) -> Mapping[str, Any]:
@@ -98,7 +97,7 @@ async def sessions_history(call: Call) -> Mapping[str, Any]:
         raise ControlError(f"no session {session_id}; `sessions.list` shows them", code=NOT_FOUND)
     messages = await history.recent(call.gateway.db, session_id, limit=limit)
     return {
-        "session": _session(found),
+        "session": asdict(found),
         "messages": [
             {
                 "id": m.id,
@@ -191,10 +190,6 @@ METHODS: Final[Mapping[str, Method]] = MappingProxyType(
         "pairing.deny": Method("admin", pairing_deny, "drop a pairing request by its code"),
     }
 )
-
-
-def _session(session: Session) -> dict[str, Any]:
-    return asdict(session)
 
 
 def _reply(reply: Reply) -> dict[str, Any]:
