@@ -34,6 +34,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data.mkdir()
     monkeypatch.setenv("MBE_GATEWAY_HOME", str(data))
     monkeypatch.setenv("MBE_GATEWAY_CONFIG", str(tmp_path / "config.toml"))
+    # Never the developer's real keyring: no keyring at all unless a test chooses one (and any
+    # file-based keyring a test chooses keeps its file under tmp_path).
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     for name in [n for n in os.environ if n.startswith("MBE_GATEWAY_SECRET_")]:
         monkeypatch.delenv(name)
     return data
