@@ -38,7 +38,7 @@ import anyio
 from mbe_gateway import logs
 from mbe_gateway.config import AssistantSettings
 from mbe_gateway.conversations import Conversations, Turn
-from mbe_gateway.llm import ChatMessage, ScriptedProvider
+from mbe_gateway.llm import Chain, ChatMessage, ScriptedProvider
 from mbe_gateway.mbe import MBEClient, embedded_engine
 from mbe_gateway.memory_writer import MemoryWriter
 from mbe_gateway.pipeline import Pipeline, Request
@@ -290,7 +290,7 @@ async def main(messages: int, sessions: int) -> None:
             pipeline = Pipeline(
                 db=db,
                 mbe=mbe,
-                llm=ScriptedProvider(answer),
+                llm=Chain([ScriptedProvider(answer)]),
                 settings=AssistantSettings(),
                 language="en",
                 on_recorded=writer.nudge,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mbe_gateway.config import AssistantSettings
-from mbe_gateway.llm import ChatMessage, ScriptedProvider
+from mbe_gateway.llm import Chain, ChatMessage, ScriptedProvider
 from mbe_gateway.mbe import Backoff, MBEClient, embedded_engine
 from mbe_gateway.memory_writer import MemoryWriter
 from mbe_gateway.pipeline import Pipeline
@@ -75,7 +75,7 @@ async def rig(home: Path) -> AsyncIterator[Callable[..., Rig]]:
                 pipeline = Pipeline(
                     db=db,
                     mbe=mbe,
-                    llm=provider,
+                    llm=Chain([provider]),
                     settings=AssistantSettings(**settings),  # type: ignore[arg-type]
                     language=language,
                     on_recorded=writer.nudge,

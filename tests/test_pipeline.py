@@ -208,3 +208,18 @@ async def test_the_writer_flushes_in_the_background_when_nudged(rig) -> None:
         tg.cancel_scope.cancel()
     page = await r.mbe.memory_read("telegram:alice", "what bike do I ride", top_k=1)
     assert "Brompton" in page.memories[0].content["user_message"]
+
+
+@pytest.mark.anyio
+async def test_a_streamed_reply_names_the_provider_that_wrote_it(rig) -> None:
+    down = ScriptedProvider([ProviderFailed("down", provider="first")], name="first")
+    up = ScriptedProvider(["Here you go."], name="second")
+    r = rig()
+    r.pipeline.llm = Chain([down, up])
+
+    async def ignore(delta: str) -> None:
+        return None
+
+    reply = await r.pipeline.answer(dm("anyone there?"), on_delta=ignore)
+    assert reply.body == "Here you go."
+    assert reply.provider == "second"

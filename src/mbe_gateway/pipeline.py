@@ -31,7 +31,7 @@ from mbe_gateway import commands, prompt
 from mbe_gateway.config import AssistantSettings
 from mbe_gateway.contract import Learning, MemoryPage, Routing, Surprise
 from mbe_gateway.errors import AllProvidersFailed, MBEError
-from mbe_gateway.llm import ChatMessage, Provider
+from mbe_gateway.llm import Chain, ChatMessage
 from mbe_gateway.store import Database, exchanges, history, outbox, sessions
 from mbe_gateway.store.sessions import Session
 from mbe_gateway.texts import Language, say
@@ -116,7 +116,7 @@ class Pipeline:
         *,
         db: Database,
         mbe: MBE,
-        llm: Provider,
+        llm: Chain,
         settings: AssistantSettings,
         language: Language,
         on_recorded: Callable[[], None] | None = None,
@@ -329,13 +329,14 @@ class Pipeline:
             completion = await self.llm.complete(messages)
             return completion.text.strip(), completion.provider
         parts: list[str] = []
-        async with aclosing(self.llm.stream(messages)) as deltas:
+        answered_by: list[str] = []
+        async with aclosing(self.llm.stream(messages, on_provider=answered_by.append)) as deltas:
             async for delta in deltas:
                 if not parts:
                     timings["first_token"] = _ms(mark)
                 parts.append(delta)
                 await on_delta(delta)
-        return "".join(parts).strip(), self.llm.name
+        return "".join(parts).strip(), answered_by[0] if answered_by else self.llm.name
 
     def _decorate(self, body: str, surprise: Surprise | None, routing: Routing | None) -> str:
         """The seed's two optional lines: "new to you" and "answered by the X expert"."""

@@ -112,7 +112,10 @@ class Chain:
         *,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        on_provider: Callable[[str], None] | None = None,
     ) -> AsyncGenerator[str, None]:
+        """Deltas from the first provider that can stream; `on_provider` hears its name once,
+        before its first delta (a stream's text comes from one provider only)."""
         failures: list[str] = []
         for provider in self.providers:
             if self._cooling(provider, failures):
@@ -132,6 +135,8 @@ class Chain:
                 except Exception as exc:
                     self._failed(provider, exc, failures)
                     continue
+                if on_provider is not None:
+                    on_provider(provider.name)
                 yield first
                 try:
                     async for delta in deltas:
