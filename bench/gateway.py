@@ -468,7 +468,7 @@ def report_table(
 
 
 def report_details(
-    seq: tuple[Run, Run], loads: dict[str, tuple[Run, Run]], stages: dict[str, list[float]]
+    seq: tuple[Run, Run], loads: dict[str, tuple[Run, Run]], stages: dict[str, dict[str, list[float]]]
 ) -> None:
     s_ours, s_floor = seq
     print(
@@ -480,7 +480,7 @@ def report_details(
             f"   {name:<36} {pct(run.latency, 50):7.2f} {pct(run.latency, 99):7.2f} {max(run.latency):7.2f}"
         )
     print("   ours, where the time went (from the daemon's own rows):")
-    for name, values in stages.items():
+    for name, values in stages["one at a time"].items():
         print(f"   {name:<36} {pct(values, 50):7.2f} {pct(values, 99):7.2f} {max(values):7.2f}")
 
     print("\n2. load: each user writes again once answered")
@@ -492,6 +492,11 @@ def report_details(
                 f"   {name + ', ' + shape:<22} {n:6d} {run.seconds:6.2f} {n / run.seconds:7.0f}"
                 f" {pct(run.latency, 50):8.1f} {pct(run.latency, 99):8.1f}"
             )
+    print("   ours under load, where the time went (ms, p50 / p99):")
+    print(f"   {'':<36}" + "".join(f"{shape:>18}" for shape in loads))
+    for name in stages["one at a time"]:
+        cells = (stages[shape][name] for shape in loads)
+        print(f"   {name:<36}" + "".join(f"{pct(v, 50):9.1f} /{pct(v, 99):7.1f}" for v in cells))
 
     print("\n3. CPU per message (ms), /proc/PID/stat")
     print(f"   {'':<22} {'bot':>7} {'engine':>7} {'total':>7} {'fakes (this process)':>22}")
@@ -586,7 +591,10 @@ async def main(options: argparse.Namespace) -> None:
             profiled = await profile(our_bot, options, options.stacks or root) if options.profile else None
             await stack.aclose()  # stop both: the daemon's rows are then all on disk
             assert our_bot.home is not None
-            stages = breakdown(our_bot.home, seq[0])
+            stages = {
+                shape: breakdown(our_bot.home, runs[0])
+                for shape, runs in {"one at a time": seq, **loads}.items()
+            }
             (ours_rss, engine_rss, _), three = await three_channels(root, llm)
 
     report_details(seq, loads, stages)
