@@ -18,18 +18,22 @@ printed; it is part of our figures (a real model call costs at least that), not 
      from 10 users, ours and the floor's interleaved. For ours, where that time went: from
      the inbox, history and outbox rows the daemon wrote (wall clocks, same machine).
   2. load: 20 users, then 100 chats, each sending its next message as soon as the previous
-     one is answered, `--load` messages per shape: messages per second and latency p50/p99.
-  3. CPU per message, from /proc/PID/stat (all threads, exited ones included): the daemon and
-     its engine child, the floor bot; this process (the fakes) for scale.
-  4. idle RSS (VmRSS): the daemon with Telegram, Discord and Slack on, engine ready and
-     every channel connected, its engine child apart; the floor once polling.
+     one is answered, `--load` messages per shape: messages per second, latency p50/p99, and
+     for ours the same stages as in 1.
+  3. CPU per message, from /proc/PID/stat (all threads, exited ones included), counted until
+     the bot settles (ours writes each exchange to MBE after answering): the daemon and its
+     engine child, the floor bot; this process (the fakes) for scale.
+  4. RSS (VmRSS): idle, the daemon with Telegram, Discord and Slack on, engine ready and
+     every channel connected, its engine child apart; the floor once polling; then both
+     after the load.
   5. cold start: process start → the fake's first getUpdates, `--starts` times each, the
      daemon (Telegram only) and the floor alternating, with `python -c "import aiogram"`
-     beside them; and for ours with all three channels, start → every channel connected.
+     (spawn → import done) beside them; and ours with all three channels → all connected.
 
-`--profile` then samples ours with py-spy (attached to the daemon and to its engine, not
-pausing them) through one more sequential and 100-chat load, and prints where their CPU went:
-by package, by function, and by our innermost function with the package below it.
+`--profile` then samples ours with py-spy (`pip install py-spy`; attached to the daemon and
+to its engine, not pausing them) through one more sequential and 100-chat load, and prints
+where they were busy: by package, by function, and by our innermost function with the
+package below it.
 """
 
 from __future__ import annotations
@@ -132,17 +136,6 @@ def rss_mib(pid: int | None) -> float:
     except (OSError, ValueError):
         pass
     return math.nan
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found += [int(child) for child in f.read().split()]
-    except OSError:
-        pass
-    return found
 
 
 @dataclass
@@ -269,7 +262,7 @@ class Run:
     """What one bot did in one phase: latencies (ms), elapsed seconds, CPU per side."""
 
     latency: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # load phases: first message written → last answer
     cpu: float = 0.0  # the bot's process
     engine_cpu: float = 0.0  # ours: the engine child
     fakes_cpu: float = 0.0  # this process: the fakes and the driver
@@ -320,7 +313,6 @@ async def one_at_a_time(bots: Sequence[Bot], messages: int, runs: Sequence[Run])
             injected = bot.telegram.dm(text(i), user=users[i % USERS])
             sent = await answered(bot, injected, since)
             run.latency.append((sent.at - injected.at) * 1000)
-            run.seconds += sent.at - injected.at
             run.fakes_cpu += time.process_time() - fakes
             run.injected.append(injected)
             run.sent.append(sent)
@@ -399,6 +391,8 @@ def breakdown(home: Path, run: Run) -> dict[str, list[float]]:
 
 @dataclass
 class Starts:
+    """Seconds from spawn, one value per start."""
+
     ours: list[float] = field(default_factory=list)
     floor: list[float] = field(default_factory=list)
     engine: list[float] = field(default_factory=list)  # ours: spawn → engine ready
@@ -427,16 +421,13 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.1f}×" if b and not math.isnan(a) and not math.isnan(b) else "–"
 
 
-def lat(run: Run) -> str:
-    return f"{pct(run.latency, 50):.1f} / {pct(run.latency, 99):.1f}"
-
-
 def report_table(
-    seq: tuple[Run, Run], users20: tuple[Run, Run], chats100: tuple[Run, Run],
-    rss: tuple[float, float, float], starts: Starts,
+    seq: tuple[Run, Run], loads: dict[str, tuple[Run, Run]], stages: dict[str, list[float]],
+    three: ThreeChannels, floor_rss: float, starts: Starts,
 ) -> None:  # fmt: skip
-    (s_ours, s_floor), (u_ours, u_floor), (c_ours, c_floor) = seq, users20, chats100
-    ours_rss, engine_rss, floor_rss = rss
+    (s_ours, s_floor), (u_ours, u_floor), (c_ours, c_floor) = seq, loads["20 users"], loads["100 chats"]
+    model = stages["  generate (the instant model)"]
+    without = [total - generate for total, generate in zip(s_ours.latency, model, strict=True)]
     cpu_ours = s_ours.per_message(s_ours.cpu + s_ours.engine_cpu)
     cpu_floor = s_floor.per_message(s_floor.cpu)
     start_ours, start_floor = statistics.median(starts.ours), statistics.median(starts.floor)
@@ -444,6 +435,8 @@ def report_table(
     rows = [
         ("update → reply p50 (ms)", pct(s_ours.latency, 50), pct(s_floor.latency, 50), "≤ 10", ".1f"),
         ("update → reply p99 (ms)", pct(s_ours.latency, 99), pct(s_floor.latency, 99), "≤ 30", ".1f"),
+        ("  ours less its model call, p50", pct(without, 50), math.nan, "", ".1f"),
+        ("  ours less its model call, p99", pct(without, 99), math.nan, "", ".1f"),
         ("msgs/s, 20 users", len(u_ours.latency) / u_ours.seconds, len(u_floor.latency) / u_floor.seconds,
          "≥ 200", ".0f"),
         ("  p99 under that load (ms)", pct(u_ours.latency, 99), pct(u_floor.latency, 99), "", ".1f"),
@@ -451,8 +444,8 @@ def report_table(
          "≥ 200", ".0f"),
         ("  p99 under that load (ms)", pct(c_ours.latency, 99), pct(c_floor.latency, 99), "", ".1f"),
         ("CPU per message (ms, +engine)", cpu_ours, cpu_floor, "", ".2f"),
-        ("idle RSS (MiB, 3 channels)", ours_rss, floor_rss, f"≤ {floor_rss + 40:.0f}", ".0f"),
-        ("  engine child (MiB, extra)", engine_rss, math.nan, "", ".0f"),
+        ("idle RSS (MiB, 3 channels)", three.rss, floor_rss, f"≤ {floor_rss + 40:.0f}", ".0f"),
+        ("  engine child (MiB, extra)", three.engine_rss, math.nan, "", ".0f"),
         ("cold start → polling (s)", start_ours, start_floor, f"≤ {start_import + 0.5:.2f}", ".2f"),
     ]  # fmt: skip
     print(f"\n{'':<32} {'ours':>9} {'floor':>9} {'ratio':>7}   DESIGN target")
@@ -509,7 +502,7 @@ def report_details(
             )
 
 
-def report_starts(starts: Starts, three: tuple[float, float], aiogram_rss: float) -> None:
+def report_starts(starts: Starts, three: ThreeChannels, aiogram_rss: float) -> None:
     def spread(values: list[float]) -> str:
         return f"median {statistics.median(values):.2f}  min {min(values):.2f}  max {max(values):.2f}"
 
@@ -520,14 +513,25 @@ def report_starts(starts: Starts, three: tuple[float, float], aiogram_rss: float
     print(
         f"   python -c 'import aiogram' → done:  {spread(starts.import_aiogram)}, RSS {aiogram_rss:.0f} MiB"
     )
-    print(f"   ours, 3 channels: → Telegram polling {three[0]:.2f}, → all three connected {three[1]:.2f}")
+    print(
+        f"   ours, 3 channels: → Telegram polling {three.polling:.2f}, → all connected {three.connected:.2f}"
+    )
 
 
 # -- the run -------------------------------------------------------------------------------------
 
 
-async def three_channels(root: Path, llm: FakeLLM) -> tuple[tuple[float, float, float], tuple[float, float]]:
-    """Ours with Telegram, Discord and Slack: (its RSS, the engine's, nan), (→ polling, → all up)."""
+@dataclass(frozen=True)
+class ThreeChannels:
+    """Ours with Telegram, Discord and Slack on: idle RSS (MiB), and seconds from spawn."""
+
+    rss: float
+    engine_rss: float
+    polling: float  # → Telegram's first getUpdates
+    connected: float  # → every channel connected
+
+
+async def three_channels(root: Path, llm: FakeLLM) -> ThreeChannels:
     async with (
         serve_fake_telegram() as telegram,
         serve_fake_discord() as discord,
@@ -540,7 +544,7 @@ async def three_channels(root: Path, llm: FakeLLM) -> tuple[tuple[float, float, 
         connected = time.monotonic() - bot.spawned
         await bot.engine_ready()
         await anyio.sleep(1.0)  # let start-up garbage settle
-        return (rss_mib(bot.pid), rss_mib(bot.engine), math.nan), (polling, connected)
+        return ThreeChannels(rss_mib(bot.pid), rss_mib(bot.engine), polling, connected)
 
 
 async def main(options: argparse.Namespace) -> None:
@@ -550,6 +554,8 @@ async def main(options: argparse.Namespace) -> None:
         f"ours = `python -m mbe_gateway run` (embedded engine, OpenAI-compatible fake as the instant model), "
         f"floor = bench/floor_bot.py (aiogram echo)"
     )
+    if options.profile:
+        py_spy()  # missing: say so now, not after the measurements
     starts = Starts()
     with tempfile.TemporaryDirectory(prefix="mbe-bench-gw-") as tmp:
         root = Path(tmp)
@@ -595,17 +601,16 @@ async def main(options: argparse.Namespace) -> None:
                 shape: breakdown(our_bot.home, runs[0])
                 for shape, runs in {"one at a time": seq, **loads}.items()
             }
-            (ours_rss, engine_rss, _), three = await three_channels(root, llm)
+            three = await three_channels(root, llm)
 
     report_details(seq, loads, stages)
     print("\n4. RSS (MiB, VmRSS); idle = polling, engine ready, 1 s after")
-    print(f"   {'ours, Telegram + Discord + Slack, idle':<40} {ours_rss:6.1f}")
-    print(f"   {'  its engine child, idle':<40} {engine_rss:6.1f}")
+    print(f"   {'ours, Telegram + Discord + Slack, idle':<40} {three.rss:6.1f}")
+    print(f"   {'  its engine child, idle':<40} {three.engine_rss:6.1f}")
     for name, mib in memory.items():
         print(f"   {name:<40} {mib:6.1f}")
     report_starts(starts, three, aiogram_rss)
-    floor_rss = memory["floor, idle"]
-    report_table(seq, loads["20 users"], loads["100 chats"], (ours_rss, engine_rss, floor_rss), starts)
+    report_table(seq, loads, stages["one at a time"], three, memory["floor, idle"], starts)
     print(f"\nDESIGN.md's aim: {TARGETS}")
     if profiled is not None:
         report_profile(profiled, options.top)
@@ -703,9 +708,12 @@ def report_profile(profile: Profile, top: int) -> None:
     print(
         f"   update → reply while sampled: p50 {pct(run.latency, 50):.1f}, p99 {pct(run.latency, 99):.1f} ms"
     )
-    per_message = 1000 / profile.rate / profile.messages  # ms of CPU per message, per sample
+    per_message = 1000 / profile.rate / profile.messages  # ms per message, per sample
     for name, samples in profile.samples.items():
-        print(f"\n   {name}: {samples.total() * per_message:.2f} ms of CPU per message sampled (all threads)")
+        # Samples of threads py-spy saw as busy: running, or waiting in ways it cannot tell from
+        # running (the GIL, an fsync), so the sum is above what /proc counts as CPU.
+        busy = samples.total() * per_message
+        print(f"\n   {name}: {busy:.2f} ms busy per message, all threads (/proc's CPU is less: GIL, fsync)")
         print("   share, ms per message:")
         print_top("by package (where the CPU was)", samples.own(area), per_message, top)
         print_top("by function (own time)", samples.own(lambda frame: frame), per_message, top)
