@@ -50,6 +50,15 @@ def test_tokens_are_masked_in_messages_fields_and_tracebacks(log_dir: Path) -> N
     assert text.count(logs.MASK) >= 4
 
 
+def test_a_library_warning_goes_through_the_same_redacting_handlers(log_dir: Path) -> None:
+    logging.getLogger("hikari.gateway").warning("reconnecting with token %s", TELEGRAM)
+    logging.getLogger("hikari.gateway").info("chatty detail nobody asked for")
+    (entry,) = lines(log_dir)
+    assert entry["logger"] == "hikari.gateway"
+    assert TELEGRAM not in entry["msg"]
+    assert logs.MASK in entry["msg"]
+
+
 def test_a_socket_mode_ticket_in_a_url_is_masked() -> None:
     url = "wss://wss-primary.slack.com/link/?ticket=1a2b3c4d-5e6f-7a8b-9c0d&app_id=A123"
     assert logs.redact(url) == f"wss://wss-primary.slack.com/link/?ticket={logs.MASK}&app_id=A123"

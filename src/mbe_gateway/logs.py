@@ -73,25 +73,37 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", *, log_dir: Path | None = None, console: bool = True) -> None:
-    """Route the `mbe_gateway` loggers to the console (stderr) and, if given, a rotating JSON file.
+    """Route the logs to the console (stderr) and, if given, a rotating JSON file.
 
-    Called once by each entry point (CLI command, daemon, engine). Idempotent: it replaces the
-    handlers it installed before rather than adding more.
+    Our loggers (`mbe_gateway.*`) log at `level`; the libraries' own (hikari, aiogram, the
+    mcp SDK…) at warning and above, through the same handlers, so their lines are structured
+    and redacted too instead of reaching Python's bare last-resort handler. Called once by each
+    entry point; calling it again replaces the handlers it installed (and only those).
     """
-    root = logging.getLogger("mbe_gateway")
-    root.setLevel(level.upper())
-    root.propagate = False
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    ours = logging.getLogger("mbe_gateway")
+    ours.setLevel(level.upper())
+    ours.propagate = True
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    for logger in (root, ours):
+        for handler in [h for h in logger.handlers if getattr(h, _OURS, False)]:
+            logger.removeHandler(handler)
+            handler.close()
+    handlers: list[logging.Handler] = []
     if console:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(TextFormatter())
-        root.addHandler(stream)
+        handlers.append(stream)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         file = logging.handlers.RotatingFileHandler(
             log_dir / "gateway.log", maxBytes=5_000_000, backupCount=5, encoding="utf-8"
         )
         file.setFormatter(JSONFormatter())
-        root.addHandler(file)
+        handlers.append(file)
+    for handler in handlers:
+        setattr(handler, _OURS, True)
+        root.addHandler(handler)
+
+
+_OURS: Final = "_mbe_gateway_handler"
