@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import aiosqlite
+import anyio
 import pytest
 
 from mbe_gateway import paths
@@ -200,3 +205,66 @@ async def test_only_promised_writes_pay_for_an_fsync(tmp_path: Path) -> None:
         async with db.connection() as conn:
             after = next(iter(await conn.execute_fetchall("PRAGMA synchronous")))[0]
     assert (during, after) == (2, 1)  # FULL for the durable commit, NORMAL otherwise
+
+
+def test_the_aiosqlite_internals_run_relies_on_are_still_there() -> None:
+    """Database.run uses aiosqlite's private Connection._execute and ._conn; an aiosqlite
+    release that moves them must fail here, loudly, not deep inside the daemon."""
+    execute = getattr(aiosqlite.Connection, "_execute", None)
+    assert inspect.iscoroutinefunction(execute), "aiosqlite.Connection._execute(fn, *args) is gone"
+    assert list(inspect.signature(execute).parameters)[:2] == ["self", "fn"]
+    assert isinstance(inspect.getattr_static(aiosqlite.Connection, "_conn"), property), (
+        "Connection._conn is gone"
+    )
+
+
+async def test_a_store_call_runs_whole_in_the_connection_thread_and_commits_once(tmp_path: Path) -> None:
+    seen: list[tuple[int, bool]] = []
+
+    def put_two(conn: sqlite3.Connection) -> int:
+        seen.append((threading.get_ident(), conn.in_transaction))
+        for n in ("1", "2"):
+            conn.execute(
+                "INSERT INTO inbox (channel, platform_message_id, chat_id, is_group, sender_id, text, meta,"
+                " received_at) VALUES ('t', ?, 'c', 0, 's', 'hi', '{}', 0)",
+                (n,),
+            )
+        return int(conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
+
+    async with await open_database(tmp_path / "g.sqlite3") as db:
+        assert await db.run(put_two, durable=True) == 2
+        assert (await db.fetch("PRAGMA synchronous"))[0][0] == 1  # back to NORMAL
+        assert not await db.run(lambda conn: conn.in_transaction, write=False)
+    assert seen == [(seen[0][0], True)] and seen[0][0] != threading.get_ident()
+    with sqlite3.connect(tmp_path / "g.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 2
+
+
+async def test_a_store_call_that_fails_halfway_writes_nothing_and_names_the_file(tmp_path: Path) -> None:
+    def put_then_break(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO inbox (channel, platform_message_id, chat_id, is_group, sender_id, text, meta,"
+            " received_at) VALUES ('t', '1', 'c', 0, 's', 'hi', '{}', 0)"
+        )
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    async with await open_database(tmp_path / "g.sqlite3") as db:
+        with pytest.raises(StoreError, match=r"g\.sqlite3: no such table"):
+            await db.run(put_then_break)
+        assert await inbox.pending(db) == []
+        assert not await db.run(lambda conn: conn.in_transaction, write=False)
+
+
+async def test_a_store_call_cancelled_while_running_still_completes(tmp_path: Path) -> None:
+    def slow_put(conn: sqlite3.Connection) -> None:
+        time.sleep(0.1)
+        conn.execute(
+            "INSERT INTO inbox (channel, platform_message_id, chat_id, is_group, sender_id, text, meta,"
+            " received_at) VALUES ('t', '1', 'c', 0, 's', 'hi', '{}', 0)"
+        )
+
+    async with await open_database(tmp_path / "g.sqlite3") as db:
+        with anyio.move_on_after(0.02) as scope:
+            await db.run(slow_put)
+        assert not scope.cancelled_caught  # shielded: the caller waited for the write to finish
+        assert len(await inbox.pending(db)) == 1

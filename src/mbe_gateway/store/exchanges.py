@@ -9,9 +9,11 @@ or a reply queued twice (the outbox keeps one reply per inbox row).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mbe_gateway.store import history, memory_queue, outbox
@@ -54,42 +56,52 @@ async def record(
 ) -> int:
     """Write the exchange and queue the reply; the id of the queued memory write (0 if none)."""
     now = time.time() if now is None else now
-    async with db.transaction() as conn:
-        if outgoing is not None:
-            await outbox.insert_reply(conn, outgoing, now=now)
-        if exchange is None:
-            return 0
-        for message in exchange.said:
-            await history.insert(
-                conn,
-                exchange.session_id,
-                "user",
-                message.text,
-                sender_id=exchange.sender_id,
-                inbox_id=message.inbox_id,
-                surprise=exchange.surprise,
-                now=now,
-                where=db.path,
-            )
-        await history.insert(
+    return await db.run(lambda conn: _record(conn, exchange, outgoing, now, db.path))
+
+
+def _record(
+    conn: sqlite3.Connection,
+    exchange: Exchange | None,
+    outgoing: outbox.Outgoing | None,
+    now: float,
+    where: Path,
+) -> int:
+    """`record`'s writes, in the connection's thread inside one transaction."""
+    if outgoing is not None:
+        outbox.insert_reply(conn, outgoing, now=now)
+    if exchange is None:
+        return 0
+    for message in exchange.said:
+        history.insert(
             conn,
             exchange.session_id,
-            "assistant",
-            exchange.reply,
-            inbox_id=exchange.said[-1].inbox_id if exchange.said else None,
-            expert_id=exchange.expert_id,
-            total_ms=exchange.total_ms,
-            timings=exchange.timings,
+            "user",
+            message.text,
+            sender_id=exchange.sender_id,
+            inbox_id=message.inbox_id,
+            surprise=exchange.surprise,
             now=now,
-            where=db.path,
+            where=where,
         )
-        await conn.execute(
-            "UPDATE sessions SET turns = turns + 1, last_active_at = ? WHERE id = ?",
-            (now, exchange.session_id),
-        )
-        if exchange.memory is None:
-            return 0
-        memory = exchange.memory
-        return await memory_queue.insert(
-            conn, memory.user_id, memory.memory_type, memory.content, memory.importance, now=now
-        )
+    history.insert(
+        conn,
+        exchange.session_id,
+        "assistant",
+        exchange.reply,
+        inbox_id=exchange.said[-1].inbox_id if exchange.said else None,
+        expert_id=exchange.expert_id,
+        total_ms=exchange.total_ms,
+        timings=exchange.timings,
+        now=now,
+        where=where,
+    )
+    conn.execute(
+        "UPDATE sessions SET turns = turns + 1, last_active_at = ? WHERE id = ?",
+        (now, exchange.session_id),
+    )
+    if exchange.memory is None:
+        return 0
+    memory = exchange.memory
+    return memory_queue.insert(
+        conn, memory.user_id, memory.memory_type, memory.content, memory.importance, now=now
+    )

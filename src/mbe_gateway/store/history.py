@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-import aiosqlite
-
 from mbe_gateway.errors import StoreError
 from mbe_gateway.store.db import Database
 
@@ -51,8 +49,8 @@ async def append(
     now: float | None = None,
 ) -> HistoryMessage:
     """Add a message to the session's current generation."""
-    async with db.connection() as conn:
-        return await insert(
+    return await db.run(
+        lambda conn: insert(
             conn,
             session_id,
             role,
@@ -66,10 +64,11 @@ async def append(
             now=now,
             where=db.path,
         )
+    )
 
 
-async def insert(
-    conn: aiosqlite.Connection,
+def insert(
+    conn: sqlite3.Connection,
     session_id: int,
     role: Role,
     text: str,
@@ -83,26 +82,24 @@ async def insert(
     now: float | None = None,
     where: object = "the gateway database",
 ) -> HistoryMessage:
-    """`append` on a connection the caller holds, for writes that must commit together."""
-    rows = list(
-        await conn.execute_fetchall(
-            "INSERT INTO messages (session_id, generation, inbox_id, role, sender_id, text, created_at,"
-            " surprise, expert_id, total_ms, timings)"
-            " SELECT id, generation, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE id = ? RETURNING *",
-            (
-                inbox_id,
-                role,
-                sender_id,
-                text,
-                time.time() if now is None else now,
-                surprise,
-                expert_id,
-                total_ms,
-                json.dumps(dict(timings or {})),
-                session_id,
-            ),
-        )
-    )
+    """`append` inside a `Database.run` function, for writes that must commit together."""
+    rows = conn.execute(
+        "INSERT INTO messages (session_id, generation, inbox_id, role, sender_id, text, created_at,"
+        " surprise, expert_id, total_ms, timings)"
+        " SELECT id, generation, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE id = ? RETURNING *",
+        (
+            inbox_id,
+            role,
+            sender_id,
+            text,
+            time.time() if now is None else now,
+            surprise,
+            expert_id,
+            total_ms,
+            json.dumps(dict(timings or {})),
+            session_id,
+        ),
+    ).fetchall()
     if not rows:
         raise StoreError(f"{where}: no session {session_id}")
     return _message(rows[0])
@@ -110,13 +107,12 @@ async def insert(
 
 async def recent(db: Database, session_id: int, *, limit: int = 20) -> list[HistoryMessage]:
     """The last `limit` messages since the session's last reset, oldest first."""
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall(
-            "SELECT * FROM (SELECT m.* FROM messages m JOIN sessions s ON s.id = m.session_id"
-            " WHERE m.session_id = ? AND m.generation = s.generation ORDER BY m.id DESC LIMIT ?)"
-            " ORDER BY id",
-            (session_id, limit),
-        )
+    rows = await db.fetch(
+        "SELECT * FROM (SELECT m.* FROM messages m JOIN sessions s ON s.id = m.session_id"
+        " WHERE m.session_id = ? AND m.generation = s.generation ORDER BY m.id DESC LIMIT ?)"
+        " ORDER BY id",
+        (session_id, limit),
+    )
     return [_message(row) for row in rows]
 
 

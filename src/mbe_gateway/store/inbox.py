@@ -58,43 +58,45 @@ async def put(
     now: float | None = None,
 ) -> Put:
     """Store an inbound message, on disk (fsynced) when this returns; a redelivery is not new."""
-    async with db.transaction(durable=True) as conn:
-        rows = await conn.execute_fetchall(
+    values = (
+        channel,
+        platform_message_id,
+        chat_id,
+        int(is_group),
+        sender_id,
+        sender_name,
+        text,
+        json.dumps(dict(meta or {}), ensure_ascii=False),
+        time.time() if now is None else now,
+    )
+
+    def store(conn: sqlite3.Connection) -> Put:
+        inserted = conn.execute(
             "INSERT INTO inbox (channel, platform_message_id, chat_id, is_group, sender_id, sender_name,"
             " text, meta, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (channel, platform_message_id) DO NOTHING RETURNING *",
-            (
-                channel,
-                platform_message_id,
-                chat_id,
-                int(is_group),
-                sender_id,
-                sender_name,
-                text,
-                json.dumps(dict(meta or {}), ensure_ascii=False),
-                time.time() if now is None else now,
-            ),
-        )
-        inserted = list(rows)
+            values,
+        ).fetchall()
         if inserted:
             return Put(_message(inserted[0]), is_new=True)
-        rows = await conn.execute_fetchall(
+        earlier = conn.execute(
             "SELECT * FROM inbox WHERE channel = ? AND platform_message_id = ?",
             (channel, platform_message_id),
-        )
-        return Put(_message(next(iter(rows))), is_new=False)
+        ).fetchall()
+        return Put(_message(earlier[0]), is_new=False)
+
+    return await db.run(store, durable=True)
 
 
 async def claim_next(db: Database, *, now: float | None = None) -> InboxMessage | None:
     """Move the oldest pending message to `processing` and return it (None: nothing to do)."""
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall(
-            "UPDATE inbox SET state = 'processing', attempts = attempts + 1, claimed_at = ?"
-            " WHERE id = (SELECT id FROM inbox WHERE state = 'pending' ORDER BY id LIMIT 1)"
-            " RETURNING *",
-            (time.time() if now is None else now,),
-        )
-    claimed = list(rows)
+    claimed = await db.fetch(
+        "UPDATE inbox SET state = 'processing', attempts = attempts + 1, claimed_at = ?"
+        " WHERE id = (SELECT id FROM inbox WHERE state = 'pending' ORDER BY id LIMIT 1)"
+        " RETURNING *",
+        (time.time() if now is None else now,),
+        write=True,
+    )
     return _message(claimed[0]) if claimed else None
 
 
@@ -110,32 +112,28 @@ async def mark_failed(db: Database, message_id: int, error: str, *, now: float |
 async def _finish(
     db: Database, message_id: int, state: InboxState, error: str | None, now: float | None
 ) -> None:
-    async with db.connection() as conn:
-        await conn.execute(
-            "UPDATE inbox SET state = ?, finished_at = ?, last_error = ? WHERE id = ?",
-            (state, time.time() if now is None else now, error, message_id),
-        )
+    await db.fetch(
+        "UPDATE inbox SET state = ?, finished_at = ?, last_error = ? WHERE id = ?",
+        (state, time.time() if now is None else now, error, message_id),
+        write=True,
+    )
 
 
 async def requeue_interrupted(db: Database) -> int:
     """At start: messages left in `processing` by a crash go back to `pending`; returns how many."""
-    async with db.connection() as conn:
-        cursor = await conn.execute("UPDATE inbox SET state = 'pending' WHERE state = 'processing'")
-        return cursor.rowcount
+    return await db.run(
+        lambda conn: conn.execute("UPDATE inbox SET state = 'pending' WHERE state = 'processing'").rowcount
+    )
 
 
 async def pending(db: Database, *, limit: int = 100) -> list[InboxMessage]:
     """Messages waiting to be processed, oldest first."""
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall(
-            "SELECT * FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,)
-        )
+    rows = await db.fetch("SELECT * FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,))
     return [_message(row) for row in rows]
 
 
 async def get(db: Database, message_id: int) -> InboxMessage | None:
-    async with db.connection() as conn:
-        rows = list(await conn.execute_fetchall("SELECT * FROM inbox WHERE id = ?", (message_id,)))
+    rows = await db.fetch("SELECT * FROM inbox WHERE id = ?", (message_id,))
     return _message(rows[0]) if rows else None
 
 

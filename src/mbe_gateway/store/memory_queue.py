@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from mbe_gateway.store.db import Database
 
 
@@ -41,12 +39,11 @@ async def push(
     now: float | None = None,
 ) -> int:
     """Queue one memory write; returns its id."""
-    async with db.connection() as conn:
-        return await insert(conn, user_id, memory_type, content, importance, now=now)
+    return await db.run(lambda conn: insert(conn, user_id, memory_type, content, importance, now=now))
 
 
-async def insert(
-    conn: aiosqlite.Connection,
+def insert(
+    conn: sqlite3.Connection,
     user_id: str,
     memory_type: str,
     content: Mapping[str, Any],
@@ -54,49 +51,45 @@ async def insert(
     *,
     now: float | None = None,
 ) -> int:
-    """`push` on a connection the caller holds, for writes that must commit together."""
-    rows = list(
-        await conn.execute_fetchall(
-            "INSERT INTO memory_queue (user_id, memory_type, content, importance, created_at)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (
-                user_id,
-                memory_type,
-                json.dumps(dict(content), ensure_ascii=False),
-                importance,
-                time.time() if now is None else now,
-            ),
-        )
-    )
+    """`push` inside a `Database.run` function, for writes that must commit together."""
+    rows = conn.execute(
+        "INSERT INTO memory_queue (user_id, memory_type, content, importance, created_at)"
+        " VALUES (?, ?, ?, ?, ?) RETURNING id",
+        (
+            user_id,
+            memory_type,
+            json.dumps(dict(content), ensure_ascii=False),
+            importance,
+            time.time() if now is None else now,
+        ),
+    ).fetchall()
     return int(rows[0][0])
 
 
 async def peek(db: Database, *, limit: int = 50) -> list[PendingMemory]:
     """The oldest waiting writes, left in the queue until `delete`."""
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall("SELECT * FROM memory_queue ORDER BY id LIMIT ?", (limit,))
+    rows = await db.fetch("SELECT * FROM memory_queue ORDER BY id LIMIT ?", (limit,))
     return [_memory(row) for row in rows]
 
 
 async def delete(db: Database, ids: Sequence[int]) -> None:
     """Forget writes MBE has accepted."""
-    async with db.transaction() as conn:
-        await conn.executemany("DELETE FROM memory_queue WHERE id = ?", [(i,) for i in ids])
+    await db.run(lambda conn: conn.executemany("DELETE FROM memory_queue WHERE id = ?", [(i,) for i in ids]))
 
 
 async def note_failure(db: Database, ids: Sequence[int], error: str) -> None:
     """Count a failed attempt on these writes; they stay queued."""
-    async with db.transaction() as conn:
-        await conn.executemany(
+    await db.run(
+        lambda conn: conn.executemany(
             "UPDATE memory_queue SET attempts = attempts + 1, last_error = ? WHERE id = ?",
             [(error, i) for i in ids],
         )
+    )
 
 
 async def count(db: Database) -> int:
     """How many writes are waiting (for doctor and metrics)."""
-    async with db.connection() as conn:
-        rows = list(await conn.execute_fetchall("SELECT count(*) FROM memory_queue"))
+    rows = await db.fetch("SELECT count(*) FROM memory_queue")
     return int(rows[0][0])
 
 

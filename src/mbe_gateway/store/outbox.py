@@ -19,8 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-import aiosqlite
-
 from mbe_gateway.store.db import Database
 from mbe_gateway.store.inbox import InboxMessage
 
@@ -80,53 +78,41 @@ async def enqueue_reply(
 ) -> Enqueued:
     """Queue the one reply to an inbox message and mark that message answered, atomically."""
     now = time.time() if now is None else now
-    async with db.transaction() as conn:
-        rows = list(
-            await conn.execute_fetchall(
-                _INSERT,
-                (
-                    message.id,
-                    message.channel,
-                    message.chat_id,
-                    message.platform_message_id,
-                    text,
-                    _json(meta),
-                    now,
-                    now,
-                ),
-            )
-        )
+    values = (
+        message.id,
+        message.channel,
+        message.chat_id,
+        message.platform_message_id,
+        text,
+        _json(meta),
+        now,
+        now,
+    )
+
+    def store(conn: sqlite3.Connection) -> Enqueued:
+        rows = conn.execute(_INSERT, values).fetchall()
         is_new = bool(rows)
         if not is_new:
-            rows = list(await conn.execute_fetchall("SELECT * FROM outbox WHERE inbox_id = ?", (message.id,)))
-        await conn.execute(
+            rows = conn.execute("SELECT * FROM outbox WHERE inbox_id = ?", (message.id,)).fetchall()
+        conn.execute(
             "UPDATE inbox SET state = 'answered', finished_at = ?, last_error = NULL"
             " WHERE id = ? AND state <> 'answered'",
             (now, message.id),
         )
-    return Enqueued(_item(rows[0]), is_new=is_new)
+        return Enqueued(_item(rows[0]), is_new=is_new)
+
+    return await db.run(store)
 
 
-async def insert_reply(conn: aiosqlite.Connection, reply: Outgoing, *, now: float) -> bool:
-    """Queue `reply` and mark its inbox rows answered, on a connection inside the caller's
-    transaction; False when the last row already had a reply (a second pass after a crash)."""
+def insert_reply(conn: sqlite3.Connection, reply: Outgoing, *, now: float) -> bool:
+    """Queue `reply` and mark its inbox rows answered, inside the caller's `Database.run`
+    function; False when the last row already had a reply (a second pass after a crash)."""
     answering = reply.inbox_ids[-1] if reply.inbox_ids else None
-    rows = list(
-        await conn.execute_fetchall(
-            _INSERT,
-            (
-                answering,
-                reply.channel,
-                reply.chat_id,
-                reply.reply_to,
-                reply.text,
-                _json(reply.meta),
-                now,
-                now,
-            ),
-        )
-    )
-    await conn.executemany(
+    rows = conn.execute(
+        _INSERT,
+        (answering, reply.channel, reply.chat_id, reply.reply_to, reply.text, _json(reply.meta), now, now),
+    ).fetchall()
+    conn.executemany(
         "UPDATE inbox SET state = 'answered', finished_at = ?, last_error = NULL"
         " WHERE id = ? AND state <> 'answered'",
         [(now, inbox_id) for inbox_id in reply.inbox_ids],
@@ -145,76 +131,67 @@ async def enqueue(
 ) -> OutboxItem:
     """Queue a message that answers no inbound one (a reminder, a proactive message)."""
     now = time.time() if now is None else now
-    async with db.connection() as conn:
-        rows = list(
-            await conn.execute_fetchall(_INSERT, (None, channel, chat_id, None, text, _json(meta), now, now))
-        )
+    rows = await db.fetch(_INSERT, (None, channel, chat_id, None, text, _json(meta), now, now), write=True)
     return _item(rows[0])
 
 
 async def due(db: Database, *, limit: int = 100, now: float | None = None) -> list[OutboxItem]:
     """Up to `limit` pending items whose time has come, oldest first; nothing is changed."""
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall(
-            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?",
-            (time.time() if now is None else now, limit),
-        )
+    rows = await db.fetch(
+        "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+        " ORDER BY next_attempt_at, id LIMIT ?",
+        (time.time() if now is None else now, limit),
+    )
     return [_item(row) for row in rows]
 
 
 async def claim(db: Database, item_id: int) -> OutboxItem | None:
     """Mark one pending item `sending`, on disk (fsynced), right before it goes out; None if it
     is no longer pending. Claiming one at a time keeps "in doubt" to the items actually sent."""
-    async with db.connection(durable=True) as conn:
-        rows = list(
-            await conn.execute_fetchall(
-                "UPDATE outbox SET state = 'sending', attempts = attempts + 1"
-                " WHERE id = ? AND state = 'pending' RETURNING *",
-                (item_id,),
-            )
-        )
+    rows = await db.fetch(
+        "UPDATE outbox SET state = 'sending', attempts = attempts + 1"
+        " WHERE id = ? AND state = 'pending' RETURNING *",
+        (item_id,),
+        durable=True,
+        write=True,
+    )
     return _item(rows[0]) if rows else None
 
 
 async def mark_sent(
     db: Database, item_id: int, *, platform_message_id: str | None = None, now: float | None = None
 ) -> None:
-    async with db.connection() as conn:
-        await conn.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = ?, platform_message_id = ?, last_error = NULL"
-            " WHERE id = ?",
-            (time.time() if now is None else now, platform_message_id, item_id),
-        )
+    await db.fetch(
+        "UPDATE outbox SET state = 'sent', sent_at = ?, platform_message_id = ?, last_error = NULL"
+        " WHERE id = ?",
+        (time.time() if now is None else now, platform_message_id, item_id),
+        write=True,
+    )
 
 
 async def mark_failed(db: Database, item_id: int, error: str, *, retry_at: float | None) -> None:
     """Record a failed attempt: try again at `retry_at`, or never (None: failed for good)."""
-    async with db.connection() as conn:
-        if retry_at is None:
-            await conn.execute(
-                "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ?", (error, item_id)
-            )
-        else:
-            await conn.execute(
-                "UPDATE outbox SET state = 'pending', last_error = ?, next_attempt_at = ? WHERE id = ?",
-                (error, retry_at, item_id),
-            )
+    if retry_at is None:
+        await db.fetch(
+            "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ?", (error, item_id), write=True
+        )
+    else:
+        await db.fetch(
+            "UPDATE outbox SET state = 'pending', last_error = ?, next_attempt_at = ? WHERE id = ?",
+            (error, retry_at, item_id),
+            write=True,
+        )
 
 
 async def in_doubt(db: Database) -> list[OutboxItem]:
     """Items left `sending` (by a crash): maybe delivered, maybe not."""
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall("SELECT * FROM outbox WHERE state = 'sending' ORDER BY id")
+    rows = await db.fetch("SELECT * FROM outbox WHERE state = 'sending' ORDER BY id")
     return [_item(row) for row in rows]
 
 
 async def next_due_at(db: Database) -> float | None:
     """When the earliest pending item is due (None: nothing pending), so a sender can sleep."""
-    async with db.connection() as conn:
-        rows = list(
-            await conn.execute_fetchall("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'")
-        )
+    rows = await db.fetch("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'")
     value = rows[0][0]
     return None if value is None else float(value)
 

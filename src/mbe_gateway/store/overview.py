@@ -25,34 +25,29 @@ class QueueDepths:
 
 
 async def queue_depths(db: Database, *, now: float | None = None) -> QueueDepths:
-    async with db.connection() as conn:
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT (SELECT count(*) FROM inbox WHERE state IN ('pending', 'processing')),"
-                " (SELECT count(*) FROM outbox WHERE state = 'pending'),"
-                " (SELECT count(*) FROM outbox WHERE state = 'sending'),"
-                " (SELECT count(*) FROM memory_queue),"
-                " (SELECT count(*) FROM pairing_requests WHERE expires_at > ?)",
-                (time.time() if now is None else now,),
-            )
-        )
+    rows = await db.fetch(
+        "SELECT (SELECT count(*) FROM inbox WHERE state IN ('pending', 'processing')),"
+        " (SELECT count(*) FROM outbox WHERE state = 'pending'),"
+        " (SELECT count(*) FROM outbox WHERE state = 'sending'),"
+        " (SELECT count(*) FROM memory_queue),"
+        " (SELECT count(*) FROM pairing_requests WHERE expires_at > ?)",
+        (time.time() if now is None else now,),
+    )
     return QueueDepths(*(int(n) for n in rows[0]))
 
 
 async def recent_sessions(db: Database, *, limit: int, channel: str | None = None) -> list[Session]:
     """Up to `limit` sessions, the most recently active first, on one channel or all."""
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall(
-            "SELECT * FROM sessions WHERE ?1 IS NULL OR channel = ?1"
-            " ORDER BY last_active_at DESC, id DESC LIMIT ?2",
-            (channel, limit),
-        )
+    rows = await db.fetch(
+        "SELECT * FROM sessions WHERE ?1 IS NULL OR channel = ?1"
+        " ORDER BY last_active_at DESC, id DESC LIMIT ?2",
+        (channel, limit),
+    )
     return [_session(row) for row in rows]
 
 
 async def session(db: Database, session_id: int) -> Session | None:
-    async with db.connection() as conn:
-        rows = list(await conn.execute_fetchall("SELECT * FROM sessions WHERE id = ?", (session_id,)))
+    rows = await db.fetch("SELECT * FROM sessions WHERE id = ?", (session_id,))
     return _session(rows[0]) if rows else None
 
 

@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Final
 
-import aiosqlite
-
 from mbe_gateway.errors import PairingError
 from mbe_gateway.store.db import Database
 
@@ -66,77 +64,71 @@ async def request(
     """The sender's live request (`is_new` False if they already had one), a new one, or None
     when the channel already has its maximum of pending requests."""
     now = time.time() if now is None else now
-    async with db.transaction() as conn:
-        await conn.execute("DELETE FROM pairing_requests WHERE expires_at <= ?", (now,))
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT * FROM pairing_requests WHERE channel = ? AND sender_id = ?", (channel, sender_id)
-            )
-        )
+
+    def find_or_make(conn: sqlite3.Connection) -> PairingRequest | None:
+        conn.execute("DELETE FROM pairing_requests WHERE expires_at <= ?", (now,))
+        rows = conn.execute(
+            "SELECT * FROM pairing_requests WHERE channel = ? AND sender_id = ?", (channel, sender_id)
+        ).fetchall()
         if rows:
             return _request(rows[0])
-        pending = list(
-            await conn.execute_fetchall("SELECT count(*) FROM pairing_requests WHERE channel = ?", (channel,))
-        )
+        pending = conn.execute(
+            "SELECT count(*) FROM pairing_requests WHERE channel = ?", (channel,)
+        ).fetchall()
         if pending[0][0] >= MAX_PENDING_PER_CHANNEL:
             return None
         for _ in range(8):  # a clash among 31^8 codes is rare; retry rather than fail
             try:
-                rows = list(
-                    await conn.execute_fetchall(
-                        "INSERT INTO pairing_requests (channel, sender_id, sender_name, chat_id, code,"
-                        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
-                        (channel, sender_id, sender_name, chat_id, new_code(), now, now + EXPIRES_AFTER),
-                    )
-                )
+                rows = conn.execute(
+                    "INSERT INTO pairing_requests (channel, sender_id, sender_name, chat_id, code,"
+                    " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                    (channel, sender_id, sender_name, chat_id, new_code(), now, now + EXPIRES_AFTER),
+                ).fetchall()
             except sqlite3.IntegrityError:
                 continue
             return replace(_request(rows[0]), is_new=True)
-    raise PairingError("could not draw an unused pairing code; try again")
+        raise PairingError("could not draw an unused pairing code; try again")
+
+    return await db.run(find_or_make)
 
 
 async def pending(db: Database, *, now: float | None = None) -> list[PairingRequest]:
     now = time.time() if now is None else now
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall(
-            "SELECT * FROM pairing_requests WHERE expires_at > ? ORDER BY created_at", (now,)
-        )
+    rows = await db.fetch("SELECT * FROM pairing_requests WHERE expires_at > ? ORDER BY created_at", (now,))
     return [_request(row) for row in rows]
 
 
 async def approve(db: Database, code: str, *, now: float | None = None) -> PairingRequest:
     """Allow the sender behind `code`; PairingError when no live request has it."""
     now = time.time() if now is None else now
-    async with db.transaction() as conn:
-        found = await _take(conn, code, now)
-        await conn.execute(
+
+    def allow(conn: sqlite3.Connection) -> PairingRequest:
+        found = _take(conn, code, now)
+        conn.execute(
             "INSERT INTO allowed_senders (channel, sender_id, sender_name, approved_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (channel, sender_id) DO UPDATE SET sender_name = excluded.sender_name",
             (found.channel, found.sender_id, found.sender_name, now),
         )
-    return found
+        return found
+
+    return await db.run(allow)
 
 
 async def deny(db: Database, code: str, *, now: float | None = None) -> PairingRequest:
     """Drop the request behind `code` (the sender may ask again later)."""
     now = time.time() if now is None else now
-    async with db.transaction() as conn:
-        return await _take(conn, code, now)
+    return await db.run(lambda conn: _take(conn, code, now))
 
 
 async def is_allowed(db: Database, channel: str, sender_id: str) -> bool:
-    async with db.connection() as conn:
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT 1 FROM allowed_senders WHERE channel = ? AND sender_id = ?", (channel, sender_id)
-            )
-        )
+    rows = await db.fetch(
+        "SELECT 1 FROM allowed_senders WHERE channel = ? AND sender_id = ?", (channel, sender_id)
+    )
     return bool(rows)
 
 
 async def allowed(db: Database) -> list[AllowedSender]:
-    async with db.connection() as conn:
-        rows = await conn.execute_fetchall("SELECT * FROM allowed_senders ORDER BY approved_at")
+    rows = await db.fetch("SELECT * FROM allowed_senders ORDER BY approved_at")
     return [
         AllowedSender(row["channel"], row["sender_id"], row["sender_name"], row["approved_at"])
         for row in rows
@@ -145,20 +137,21 @@ async def allowed(db: Database) -> list[AllowedSender]:
 
 async def revoke(db: Database, channel: str, sender_id: str) -> bool:
     """Take back an approval; False when the sender was not approved."""
-    async with db.connection() as conn:
-        cursor = await conn.execute(
-            "DELETE FROM allowed_senders WHERE channel = ? AND sender_id = ?", (channel, sender_id)
+    return await db.run(
+        lambda conn: (
+            conn.execute(
+                "DELETE FROM allowed_senders WHERE channel = ? AND sender_id = ?", (channel, sender_id)
+            ).rowcount
+            > 0
         )
-        return cursor.rowcount > 0
+    )
 
 
-async def _take(conn: aiosqlite.Connection, code: str, now: float) -> PairingRequest:
+def _take(conn: sqlite3.Connection, code: str, now: float) -> PairingRequest:
     wanted = normalize(code)
     if len(wanted) != CODE_LENGTH or any(c not in ALPHABET for c in wanted):
         raise PairingError(f"{code!r} is not a pairing code: codes are {CODE_LENGTH} letters and digits")
-    rows = list(
-        await conn.execute_fetchall("DELETE FROM pairing_requests WHERE code = ? RETURNING *", (wanted,))
-    )
+    rows = conn.execute("DELETE FROM pairing_requests WHERE code = ? RETURNING *", (wanted,)).fetchall()
     if not rows:
         raise PairingError(f"no pending request has the code {wanted}; `mbe-gateway pairing list` shows them")
     found = _request(rows[0])

@@ -31,21 +31,21 @@ async def get_or_create(
     db: Database, channel: str, chat_id: str, *, is_group: bool = False, now: float | None = None
 ) -> Session:
     now = time.time() if now is None else now
-    async with db.transaction() as conn:
-        rows = list(
-            await conn.execute_fetchall(
-                "INSERT INTO sessions (channel, chat_id, is_group, created_at, last_active_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel, chat_id) DO NOTHING RETURNING *",
-                (channel, chat_id, int(is_group), now, now),
-            )
-        )
+
+    def find_or_insert(conn: sqlite3.Connection) -> sqlite3.Row:
+        rows = conn.execute(
+            "INSERT INTO sessions (channel, chat_id, is_group, created_at, last_active_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel, chat_id) DO NOTHING RETURNING *",
+            (channel, chat_id, int(is_group), now, now),
+        ).fetchall()
         if not rows:
-            rows = list(
-                await conn.execute_fetchall(
-                    "SELECT * FROM sessions WHERE channel = ? AND chat_id = ?", (channel, chat_id)
-                )
-            )
-    return _session(rows[0])
+            rows = conn.execute(
+                "SELECT * FROM sessions WHERE channel = ? AND chat_id = ?", (channel, chat_id)
+            ).fetchall()
+        row: sqlite3.Row = rows[0]
+        return row
+
+    return _session(await db.run(find_or_insert))
 
 
 async def touch(db: Database, session_id: int, *, now: float | None = None) -> Session:
@@ -70,8 +70,7 @@ async def reset(db: Database, session_id: int, *, now: float | None = None) -> S
 
 
 async def _update(db: Database, session_id: int, sql: str, now: float) -> Session:
-    async with db.connection() as conn:
-        rows = list(await conn.execute_fetchall(sql, (now, session_id)))
+    rows = await db.fetch(sql, (now, session_id), write=True)
     if not rows:
         raise StoreError(f"{db.path}: no session {session_id}")
     return _session(rows[0])
