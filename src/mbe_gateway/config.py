@@ -72,6 +72,7 @@ class GatewaySettings:
     language: Language = "en"
     log_level: str = "info"
     late_after_minutes: int = 10  # older messages (after downtime) are answered together, marked late
+    drain_seconds: float = 10.0  # on SIGTERM/SIGINT: how long replies being written get to finish
 
 
 @dataclass(frozen=True)
@@ -388,6 +389,9 @@ def _gateway(t: _Table) -> GatewaySettings:
         language=t.choice("language", LANGUAGES, "en"),
         log_level=level,
         late_after_minutes=t.integer("late_after_minutes", 10, 1, 525_600),
+        drain_seconds=t.number(
+            "drain_seconds", 10.0, expected="seconds, from 0 to 600", ok=lambda v: 0 <= v <= 600
+        ),
     )
 
 
@@ -659,6 +663,9 @@ _DEFAULT_CONFIG: Final = """\
 # log_level = "info"                # "debug" | "info" | "warning" | "error"
 # late_after_minutes = 10           # messages older than this when they reach us (after
 #                                   # downtime) are answered together, in one reply marked late
+# drain_seconds = 10                # on SIGTERM or Ctrl-C: how long replies being written get to
+#                                   # finish and go out before the daemon stops (then the next
+#                                   # run answers what is left)
 
 [assistant]
 # persona = "You are my patient cooking and travel companion."   # default: a built-in one

@@ -19,6 +19,7 @@ ever carries a secret's value (only its name).
     │   ├── MBEProtocolError       the server's answer does not fit the tool contract
     │   └── MBEToolMissing         an (optional) tool is not offered by this server
     ├── ControlError           a control-plane request refused or failed (with its protocol code)
+    ├── AlreadyRunning         another daemon holds the data dir's lock
     ├── ProviderError          an LLM provider could not answer
     │   ├── ProviderFailed         one provider failed (the chain tries the next)
     │   └── AllProvidersFailed     every provider in the chain failed
@@ -97,6 +98,10 @@ class ControlError(GatewayError):
     def __init__(self, message: str, *, code: str = "failed") -> None:
         super().__init__(message)
         self.code = code
+
+
+class AlreadyRunning(GatewayError):
+    """Another mbe-gateway daemon holds the lock on this data dir; nothing was touched."""
 
 
 class ProviderError(GatewayError):

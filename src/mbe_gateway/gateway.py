@@ -9,21 +9,28 @@ only after it returns, so nothing acknowledged is ever lost. The reply is queued
 transaction that marks the message answered, so a message is answered once, across crashes.
 At start, messages that were never answered go back into their lanes; those that waited
 longer than `late_after` are marked late and each sender's backlog is answered once.
+
+Stopping (SIGTERM, SIGINT) is ordered in `serve`, and nothing in it is needed for safety, only
+for manners: the channels stop taking messages first, the replies being written get
+`drain_seconds` to finish and go out, then everything is cancelled and the assistant writes
+its queued memory and stops the engine. Whatever a stop (or kill -9) cuts short is on disk
+and is finished by the next run, which `lock.hold` keeps to one daemon per data dir.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from mbe_gateway import access, commands
+from mbe_gateway import access, commands, lock
 from mbe_gateway.assistant import Assistant
 from mbe_gateway.channels.base import Channel, Inbound
 from mbe_gateway.config import Config
@@ -42,6 +49,8 @@ log = logging.getLogger(__name__)
 
 PLATFORMS = ("telegram", "discord", "slack")
 TYPING_EVERY = 4.5  # seconds: platforms show "typing…" for about five
+SEND_GRACE = 2.0  # seconds the outbox gets when stopping, even after a drain that used all its time
+_DRAIN_POLL = 0.02  # seconds between looks at the outbox while it drains
 
 
 class Gateway:
@@ -66,6 +75,9 @@ class Gateway:
         self.metrics = Metrics(providers=[p.name for p in assistant.chain.providers])  # for /metrics
         self.events = events.Events()  # fanned out to control-plane clients
         self._backoff = backoff if backoff is not None else Backoff(base=1.0, cap=60.0)
+        self._intake = anyio.CancelScope()  # the channels' supervisors: cancelled first on stopping
+        self._unanswered: set[int] = set()  # inbox ids handed to a lane, not yet answered or failed
+        self._answered = anyio.Event()  # set when the last of them is
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `await tg.start(gateway.run)` returns once every part runs."""
@@ -75,9 +87,34 @@ class Gateway:
             resumed = await self._resume()
             if resumed:
                 log.info("answering messages that arrived before a restart", extra={"messages": resumed})
-            for name, channel in self.channels.items():
-                tg.start_soon(self._supervise, name, channel, name=f"channel {name}")
+            tg.start_soon(self._take_in, name="channels")
             task_status.started()
+
+    async def drain(self, within: float) -> tuple[int, int]:
+        """Stop taking messages, then give the replies in flight up to `within` seconds to be
+        written and sent; returns how many messages are left unanswered and replies unsent.
+
+        The outbox gets at least SEND_GRACE seconds, so a reply finished at the last moment
+        still goes out. Call it, then cancel `run`: what is left is finished by the next run.
+        """
+        self._intake.cancel()
+        deadline = anyio.current_time() + within
+        with anyio.move_on_after(within):
+            while self._unanswered:
+                self._answered = anyio.Event()
+                await self._answered.wait()
+        unsent = 0
+        with anyio.move_on_after(max(deadline - anyio.current_time(), SEND_GRACE)):
+            while unsent := self.delivery.busy_chats + len(await outbox.due(self.db, limit=1_000)):
+                self.delivery.nudge()  # its own poll is seconds apart
+                await anyio.sleep(_DRAIN_POLL)
+        return len(self._unanswered), unsent
+
+    async def _take_in(self) -> None:
+        with self._intake:
+            async with anyio.create_task_group() as tg:
+                for name, channel in self.channels.items():
+                    tg.start_soon(self._supervise, name, channel, name=f"channel {name}")
 
     # --- in ---------------------------------------------------------------------------------
 
@@ -112,7 +149,7 @@ class Gateway:
         if put.is_new:
             self.metrics.received(message.channel)
             self.events.publish("message", events.inbound(put.message))
-            self.conversations.submit(self._request(put.message))
+            self._submit(put.message)
 
     async def _refuse(self, message: Inbound, reason: str, reply: str) -> None:
         """Answer a sender who is not let in, once, keeping none of what they wrote."""
@@ -141,6 +178,16 @@ class Gateway:
         )
         self.delivery.nudge()
 
+    def _submit(self, row: InboxMessage) -> None:
+        self._unanswered.add(row.id)
+        self.conversations.submit(self._request(row))
+
+    def _settled(self, request: Request) -> None:
+        """The request's messages were answered (or failed for good): `drain` need not wait for them."""
+        self._unanswered.difference_update(request.inbox_ids)
+        if not self._unanswered:
+            self._answered.set()
+
     def _request(self, row: InboxMessage) -> Request:
         sent_at = row.meta.get("sent_at") or row.received_at
         return Request(
@@ -161,7 +208,7 @@ class Gateway:
         await inbox.requeue_interrupted(self.db)
         waiting = await inbox.pending(self.db, limit=1_000_000)
         for row in waiting:
-            self.conversations.submit(self._request(row))
+            self._submit(row)
         return len(waiting)
 
     # --- through ----------------------------------------------------------------------------
@@ -184,7 +231,9 @@ class Gateway:
                 for inbox_id in request.inbox_ids:
                     if inbox_id is not None:
                         await inbox.mark_failed(self.db, inbox_id, f"{type(e).__name__}: {e}")
+            self._settled(request)
             raise
+        self._settled(request)
         self.delivery.nudge()
         self.metrics.answered(request.channel, reply)
         self.events.publish("message", events.answer(request, reply))
@@ -253,37 +302,65 @@ async def open_channel(name: str, config: Config, secrets: Secrets, stack: Async
 async def serve(
     config: Config, *, task_status: anyio.abc.TaskStatus[Gateway] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    """`mbe-gateway run`: the assistant and every enabled channel, until SIGTERM or SIGINT."""
+    """`mbe-gateway run`: the assistant and every enabled channel, until SIGTERM or SIGINT.
+
+    The one place that orders the shutdown. The data dir's lock comes first (a second daemon
+    is refused before it touches anything) and goes last; the signal receiver is opened before
+    anything starts, so a signal during start-up still stops the daemon in order. On a signal:
+    `Gateway.drain` (intake, then replies in flight, then the outbox, bounded), then the
+    gateway's tasks are cancelled, then the channels close and `open_assistant` writes the
+    queued memory (bounded) and stops the engine. AlreadyRunning if the lock is held.
+    """
     from mbe_gateway import paths
     from mbe_gateway.assistant import open_assistant
     from mbe_gateway.control.server import serve as serve_control
 
-    secrets = Secrets(config.secrets, paths.data_dir())
-    async with AsyncExitStack() as stack:
-        assistant = await stack.enter_async_context(open_assistant(config))
-        channels: dict[str, Channel] = {}
-        for name in enabled_platforms(config):
-            try:
-                channels[name] = await open_channel(name, config, secrets, stack)
-            except GatewayError as e:  # this channel only: the others still run
-                log.error("channel not started", extra={"channel": name, "error": str(e)})
-        if not enabled_platforms(config):
-            log.warning("no channel is enabled: add one to the config ([channels.telegram] enabled = true)")
-        policies = {name: policy_of(config, name) for name in channels}
-        gateway = Gateway(assistant, channels, policies)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signals, tg.cancel_scope, name="signals")
-            await tg.start(gateway.run)
-            tg.start_soon(serve_control, gateway, config.control, secrets, name="control plane")
-            log.info("mbe-gateway is running", extra={"channels": sorted(channels), "model": assistant.model})
-            task_status.started(gateway)
+    data = paths.data_dir()
+    with lock.hold(data), anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        secrets = Secrets(config.secrets, data)
+        async with AsyncExitStack() as stack:
+            assistant = await stack.enter_async_context(open_assistant(config))
+            channels: dict[str, Channel] = {}
+            for name in enabled_platforms(config):
+                try:
+                    channels[name] = await open_channel(name, config, secrets, stack)
+                except GatewayError as e:  # this channel only: the others still run
+                    log.error("channel not started", extra={"channel": name, "error": str(e)})
+            if not enabled_platforms(config):
+                log.warning(
+                    "no channel is enabled: add one to the config ([channels.telegram] enabled = true)"
+                )
+            policies = {name: policy_of(config, name) for name in channels}
+            gateway = Gateway(assistant, channels, policies)
+            async with anyio.create_task_group() as tg:
+                await tg.start(gateway.run)
+                tg.start_soon(serve_control, gateway, config.control, secrets, name="control plane")
+                log.info(
+                    "mbe-gateway is running", extra={"channels": sorted(channels), "model": assistant.model}
+                )
+                task_status.started(gateway)
+                await _drain_on_signal(signals, gateway, config.gateway.drain_seconds)
+                tg.cancel_scope.cancel()
 
 
-async def _stop_on_signals(scope: anyio.CancelScope) -> None:
-    import signal
+async def _drain_on_signal(signals: AsyncIterator[signal.Signals], gateway: Gateway, within: float) -> None:
+    """Wait for the first signal, then drain the gateway; a second signal cuts the drain short."""
+    async for received in signals:
+        log.info("stopping", extra={"signal": received.name, "drain_seconds": within})
+        break
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_cut_short, signals, tg.cancel_scope, name="second signal")
+        unanswered, unsent = await gateway.drain(within)
+        tg.cancel_scope.cancel()
+    if unanswered or unsent:
+        log.warning(
+            "stopping before every reply went out; the next run finishes them",
+            extra={"unanswered": unanswered, "unsent": unsent},
+        )
 
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for received in signals:
-            log.info("stopping", extra={"signal": signal.Signals(received).name})
-            scope.cancel()
-            return
+
+async def _cut_short(signals: AsyncIterator[signal.Signals], scope: anyio.CancelScope) -> None:
+    async for received in signals:
+        log.warning("stopping now", extra={"signal": received.name})
+        scope.cancel()
+        return
