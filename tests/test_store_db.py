@@ -219,10 +219,12 @@ def test_the_aiosqlite_internals_run_relies_on_are_still_there() -> None:
 
 
 async def test_a_store_call_runs_whole_in_the_connection_thread_and_commits_once(tmp_path: Path) -> None:
-    seen: list[tuple[int, bool]] = []
+    seen: list[tuple[int, bool, int]] = []
 
     def put_two(conn: sqlite3.Connection) -> int:
-        seen.append((threading.get_ident(), conn.in_transaction))
+        seen.append(
+            (threading.get_ident(), conn.in_transaction, conn.execute("PRAGMA synchronous").fetchone()[0])
+        )
         for n in ("1", "2"):
             conn.execute(
                 "INSERT INTO inbox (channel, platform_message_id, chat_id, is_group, sender_id, text, meta,"
@@ -235,7 +237,7 @@ async def test_a_store_call_runs_whole_in_the_connection_thread_and_commits_once
         assert await db.run(put_two, durable=True) == 2
         assert (await db.fetch("PRAGMA synchronous"))[0][0] == 1  # back to NORMAL
         assert not await db.run(lambda conn: conn.in_transaction, write=False)
-    assert seen == [(seen[0][0], True)] and seen[0][0] != threading.get_ident()
+    assert seen == [(seen[0][0], True, 2)] and seen[0][0] != threading.get_ident()  # FULL: fsynced
     with sqlite3.connect(tmp_path / "g.sqlite3") as conn:
         assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 2
 

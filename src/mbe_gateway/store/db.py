@@ -104,7 +104,8 @@ class Database:
 
     @asynccontextmanager
     async def connection(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, alone, for reads or single-statement writes (autocommit).
+        """The connection, alone, for reads or single-statement writes (autocommit); one thread
+        hop per statement, so the table modules use `run` and this serves tests and inspection.
 
         durable: fsync each commit, so it survives a power cut, not only a crash.
         """
