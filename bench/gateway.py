@@ -727,7 +727,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--messages", type=int, default=300, help="one at a time, per bot (default 300)")
     parser.add_argument("--load", type=int, default=1000, help="per load shape, per bot (default 1000)")
-    parser.add_argument("--starts", type=int, default=3, help="cold starts per bot (default 3)")
+    parser.add_argument(
+        "--starts", type=_positive, default=3, help="cold starts per bot (default 3; the last one is then measured)"
+    )
     parser.add_argument("--profile", action="store_true", help="then profile ours (pip install py-spy)")
     parser.add_argument("--top", type=int, default=20, help="lines per profile listing (default 20)")
     parser.add_argument("--stacks", type=Path, help="keep py-spy's raw stacks here (flamegraph.pl input)")
