@@ -721,6 +721,13 @@ def report_profile(profile: Profile, top: int) -> None:
             print_top("by our innermost function → the package below it", samples.within(), per_message, top)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1: the last bot started is the one measured")
+    return value
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -728,7 +735,7 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=300, help="one at a time, per bot (default 300)")
     parser.add_argument("--load", type=int, default=1000, help="per load shape, per bot (default 1000)")
     parser.add_argument(
-        "--starts", type=_positive, default=3, help="cold starts per bot (default 3; the last one is then measured)"
+        "--starts", type=_positive, default=3, help="cold starts per bot (default 3; the last is measured)"
     )
     parser.add_argument("--profile", action="store_true", help="then profile ours (pip install py-spy)")
     parser.add_argument("--top", type=int, default=20, help="lines per profile listing (default 20)")
