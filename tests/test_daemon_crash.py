@@ -22,7 +22,7 @@ import pytest
 from anyio.abc import Process
 
 from fake_llm_servers import FakeLLM, Hang, serve_fake_llm
-from fakes.telegram import FakeTelegram, serve_fake_telegram
+from fakes.telegram import FakeTelegram, serve_fake_telegram, server_error
 
 REPLY = "Hello from the fake model."
 
@@ -33,9 +33,9 @@ async def fakes() -> AsyncIterator[tuple[FakeTelegram, FakeLLM]]:
         yield telegram, llm
 
 
-def _config(path: Path, telegram: FakeTelegram, llm: FakeLLM) -> Path:
+def _config(path: Path, telegram: FakeTelegram, llm: FakeLLM, *, drain_seconds: float = 10) -> Path:
     path.write_text(
-        "[gateway]\ndrain_seconds = 10\n"
+        f"[gateway]\ndrain_seconds = {drain_seconds}\n"
         "[[llm.providers]]\n"
         f'kind = "openai"\nbase_url = "{llm.openai_url}"\nmodel = "m"\n'
         "[channels.telegram]\n"
@@ -92,6 +92,14 @@ def _engine_children(daemon: Process) -> list[int]:
     return found
 
 
+def _outbox_waiting_for_retry(home: Path) -> bool:
+    """A reply is in the outbox, its first send failed and recorded, waiting for its retry."""
+    with sqlite3.connect(home / "gateway.sqlite3") as db:
+        return bool(
+            db.execute("SELECT 1 FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL").fetchall()
+        )
+
+
 def _memories(home: Path) -> list[str]:
     with sqlite3.connect(home / "engine.sqlite3") as db:
         return [json.dumps(json.loads(content)) for (content,) in db.execute("SELECT content FROM memories")]
@@ -132,6 +140,49 @@ async def test_a_message_cut_off_by_kill_9_is_answered_once_after_restart(
     assert reply.text.startswith(REPLY)
     assert len(telegram.sent) == 1
     assert any("garlic" in memory for memory in _memories(home))
+
+
+@pytest.mark.anyio
+async def test_a_second_signal_stops_at_once_without_waiting_for_the_model(
+    fakes: tuple[FakeTelegram, FakeLLM], tmp_path: Path
+) -> None:
+    telegram, llm = fakes
+    llm.queue(Hang(120))
+    config = _config(tmp_path / "config.toml", telegram, llm, drain_seconds=60)
+    async with _daemon(config, telegram) as daemon:
+        telegram.dm("How long do I boil an egg?")
+        await _until(lambda: llm.requests, timeout=20)
+        daemon.send_signal(signal.SIGINT)
+        await anyio.sleep(0.3)
+        started = anyio.current_time()
+        code = await _stop(daemon)
+        stopped_in = anyio.current_time() - started
+    assert code == 0
+    assert stopped_in < 10  # not the 60 s drain
+    assert telegram.sent == []  # the next run answers it (see the kill -9 test)
+
+
+@pytest.mark.anyio
+async def test_a_reply_not_yet_sent_when_killed_with_9_is_sent_once_after_restart(
+    fakes: tuple[FakeTelegram, FakeLLM], tmp_path: Path, home: Path
+) -> None:
+    telegram, llm = fakes
+    config = _config(tmp_path / "config.toml", telegram, llm)
+    # The channel's own quick retries fail too, so the reply waits in the outbox for a later try.
+    telegram.fail("sendMessage", *[server_error()] * 4)
+    async with _daemon(config, telegram) as daemon:
+        telegram.dm("Which wine with raclette?")
+        await _until(lambda: _outbox_waiting_for_retry(home), timeout=30)
+        daemon.kill()
+        await daemon.wait()
+    assert telegram.sent == []
+    async with _daemon(config, telegram) as daemon:
+        (reply,) = await telegram.wait_sent(1, timeout=30)
+        await anyio.sleep(1.5)  # a second copy would have come by now
+        assert await _stop(daemon) == 0
+    assert reply.text.startswith(REPLY)
+    assert len(telegram.sent) == 1
+    assert len(llm.requests) == 1  # sent from the outbox, not written again
 
 
 @pytest.mark.anyio

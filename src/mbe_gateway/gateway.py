@@ -352,15 +352,15 @@ async def _drain_on_signal(signals: AsyncIterator[signal.Signals], gateway: Gate
         tg.start_soon(_cut_short, signals, tg.cancel_scope, name="second signal")
         unanswered, unsent = await gateway.drain(within)
         tg.cancel_scope.cancel()
-    if unanswered or unsent:
-        log.warning(
-            "stopping before every reply went out; the next run finishes them",
-            extra={"unanswered": unanswered, "unsent": unsent},
-        )
+        if unanswered or unsent:
+            log.warning(
+                "stopping before every reply went out; the next run finishes them",
+                extra={"unanswered": unanswered, "unsent": unsent},
+            )
 
 
 async def _cut_short(signals: AsyncIterator[signal.Signals], scope: anyio.CancelScope) -> None:
     async for received in signals:
-        log.warning("stopping now", extra={"signal": received.name})
+        log.warning("stopping now; the next run finishes the replies left", extra={"signal": received.name})
         scope.cancel()
         return
