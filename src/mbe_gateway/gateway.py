@@ -105,7 +105,8 @@ class Gateway:
                 await self._answered.wait()
         unsent = 0
         with anyio.move_on_after(max(deadline - anyio.current_time(), SEND_GRACE)):
-            while unsent := self.delivery.busy_chats + len(await outbox.due(self.db, limit=1_000)):
+            # Due now, or being sent ("sending": in doubt only if a crash leaves it so).
+            while unsent := len(await outbox.due(self.db, limit=1_000)) + len(await outbox.in_doubt(self.db)):
                 self.delivery.nudge()  # its own poll is seconds apart
                 await anyio.sleep(_DRAIN_POLL)
         return len(self._unanswered), unsent
