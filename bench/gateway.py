@@ -68,24 +68,13 @@ from fake_llm_servers import FakeLLM, serve_fake_llm  # noqa: E402
 from fakes.discord import FakeDiscord, serve_fake_discord  # noqa: E402
 from fakes.slack import FakeSlack, serve_fake_slack  # noqa: E402
 from fakes.telegram import FakeTelegram, Injected, Sent, User, serve_fake_telegram  # noqa: E402
+from workload import SENTENCES  # noqa: E402
 
 FLOOR_BOT = HERE / "floor_bot.py"
 USERS = 10  # the sequential phase rotates through this many people
 WARM_UP = 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WALL_MINUS_MONOTONIC = time.time() - time.monotonic()  # to put the fakes' times on the daemon's clock
-SENTENCES = [
-    "I love cooking pasta with garlic and olive oil",
-    "how do I fix a segfault in my C program?",
-    "my knees hurt after running ten kilometres",
-    "what is a good book about the history of Rome?",
-    "I feel anxious before my exam tomorrow",
-    "can you recommend a vegetarian curry recipe?",
-    "why does my Python script use so much memory?",
-    "I started learning the piano last week",
-    "how long should I boil an egg for a soft yolk?",
-    "what should I see in Kyoto in autumn?",
-]
 # DESIGN.md, "How fast, against whom": measured by someone else, printed as the reference.
 REFERENCE = [
     ("OpenClaw 2026.9.6 (Node 24)", "1000 / 2244", "1.8", "560–800", "1336", "16.5"),

@@ -51,20 +51,11 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mbe_gateway import contract
 from mbe_gateway.mbe import MBEClient, StdioServer, embedded_engine
 from mbe_gateway.mbe.stdio import child_environment
+from workload import SENTENCES
 
 HERE = Path(__file__).resolve().parent
 SDK_SERVED_ENGINE = HERE / "engine_on_sdk_stdio.py"
 BLOCK = 10  # calls per block; blocks of the three ways alternate
-SENTENCES = [
-    "I love cooking pasta with garlic and olive oil",
-    "how do I fix a segfault in my C program?",
-    "my knees hurt after running ten kilometres",
-    "what is a good book about the history of Rome?",
-    "I feel anxious before my exam tomorrow",
-    "can you recommend a vegetarian curry recipe?",
-    "why does my Python script use so much memory?",
-    "I started learning the piano last week",
-]
 
 
 def server_cpu(pid: int | None) -> float | None:

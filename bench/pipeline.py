@@ -43,19 +43,8 @@ from mbe_gateway.mbe import MBEClient, embedded_engine
 from mbe_gateway.memory_writer import MemoryWriter
 from mbe_gateway.pipeline import Pipeline, Request
 from mbe_gateway.store import Database, memory_queue, open_database
+from workload import SENTENCES
 
-SENTENCES = [
-    "I love cooking pasta with garlic and olive oil",
-    "how do I fix a segfault in my C program?",
-    "my knees hurt after running ten kilometres",
-    "what is a good book about the history of Rome?",
-    "I feel anxious before my exam tomorrow",
-    "can you recommend a vegetarian curry recipe?",
-    "why does my Python script use so much memory?",
-    "I started learning the piano last week",
-    "how long should I boil an egg for a soft yolk?",
-    "what should I see in Kyoto in autumn?",
-]
 USERS = 10  # sequential phase: enough users that memories and histories grow like real ones
 WARM_UP = 20
 STAGES = ("surprise", "memory_read", "recall", "route", "prompt", "generate", "commit", "total")

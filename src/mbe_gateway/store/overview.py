@@ -7,10 +7,10 @@ and sending outbox rows), since the one connection is shared with the messages b
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
+from mbe_gateway.store import sessions
 from mbe_gateway.store.db import Database
 from mbe_gateway.store.sessions import Session
 
@@ -43,23 +43,9 @@ async def recent_sessions(db: Database, *, limit: int, channel: str | None = Non
         " ORDER BY last_active_at DESC, id DESC LIMIT ?2",
         (channel, limit),
     )
-    return [_session(row) for row in rows]
+    return [sessions.from_row(row) for row in rows]
 
 
 async def session(db: Database, session_id: int) -> Session | None:
     rows = await db.fetch("SELECT * FROM sessions WHERE id = ?", (session_id,))
-    return _session(rows[0]) if rows else None
-
-
-def _session(row: sqlite3.Row) -> Session:
-    return Session(
-        id=row["id"],
-        channel=row["channel"],
-        chat_id=row["chat_id"],
-        is_group=bool(row["is_group"]),
-        created_at=row["created_at"],
-        last_active_at=row["last_active_at"],
-        turns=row["turns"],
-        generation=row["generation"],
-        reset_at=row["reset_at"],
-    )
+    return sessions.from_row(rows[0]) if rows else None

@@ -45,7 +45,7 @@ async def get_or_create(
         row: sqlite3.Row = rows[0]
         return row
 
-    return _session(await db.run(find_or_insert))
+    return from_row(await db.run(find_or_insert))
 
 
 async def touch(db: Database, session_id: int, *, now: float | None = None) -> Session:
@@ -73,10 +73,11 @@ async def _update(db: Database, session_id: int, sql: str, now: float) -> Sessio
     rows = await db.fetch(sql, (now, session_id), write=True)
     if not rows:
         raise StoreError(f"{db.path}: no session {session_id}")
-    return _session(rows[0])
+    return from_row(rows[0])
 
 
-def _session(row: sqlite3.Row) -> Session:
+def from_row(row: sqlite3.Row) -> Session:
+    """A `sessions` row as a Session (for the store's other modules that read sessions)."""
     return Session(
         id=row["id"],
         channel=row["channel"],
