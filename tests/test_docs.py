@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from mbe_gateway.config import default_config_text
 
@@ -17,3 +18,131 @@ def test_every_config_key_in_the_default_file_is_documented() -> None:
     assert keys, "the default config file lists no keys?"
     missing = sorted(k for k in keys if f"`{k}`" not in guide and f"`[{k}]`" not in guide)
     assert missing == [], f"docs/configuration.md does not mention: {missing}"
+
+
+# --- every command and config block a user might copy from the docs -----------------------
+
+ROOT = DOCS.parent
+_OPERATORS = {"&&", "||", "|", ";", ">", ">>", "<", "2>&1", "&"}
+
+
+def _documents() -> list[Path]:
+    return [
+        ROOT / "README.md",
+        *sorted(DOCS.rglob("*.md")),
+        *sorted((ROOT / "examples").glob("*")),
+        *sorted((ROOT / "src" / "mbe_gateway").rglob("*.py")),  # hints in messages name commands too
+    ]
+
+
+def _code_lines(path: Path) -> list[str]:
+    """Inline code spans and lines of fenced blocks; in an example config, its comment lines."""
+    text = path.read_text(encoding="utf-8")
+    lines = re.findall(r"`([^`\n]+)`", text)
+    for block in re.findall(r"(?ms)^\s*```[a-z]*\n(.*?)^\s*```", text):
+        lines += block.splitlines()
+    if path.suffix == ".toml":
+        lines += re.findall(r"(?m)^\s*#\s+(mbe-gateway .*)$", text)
+    return lines
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(file, words) for each `mbe-gateway ...` invocation found in code in the docs."""
+    import shlex
+
+    found: list[tuple[str, list[str]]] = []
+    for path in _documents():
+        for line in _code_lines(path):
+            if "mbe-gateway " not in line:
+                continue
+            try:
+                words = shlex.split(line.replace("…", ""), comments=True)
+            except ValueError:
+                continue
+            command: list[str] = []
+            for word in [*words, ";"]:
+                if word in _OPERATORS:
+                    if command and Path(command[0]).name == "mbe-gateway" and len(command) > 1:
+                        found.append((str(path.relative_to(ROOT)), command))
+                    command = []
+                else:
+                    command.append(word)
+    return found
+
+
+def _unknown(words: list[str]) -> str | None:
+    """What in `mbe-gateway ...` the real CLI does not know, or None when it all resolves."""
+    import typer
+
+    from mbe_gateway.cli import app
+
+    root: Any = typer.main.get_command(app)
+    command, positional = root, 0
+    rest = iter(words[1:])
+    for word in rest:
+        if word.startswith("-"):
+            name = word.split("=", 1)[0]
+            option = next((p for p in command.params if name in p.opts), None)
+            if option is None:
+                return f"option {name} of `{command.name}`"
+            if not (option.is_flag or option.count or "=" in word):
+                next(rest, None)  # its value
+        elif hasattr(command, "commands"):
+            if word not in command.commands:
+                return f"command {word!r} under `{command.name}`"
+            command, positional = command.commands[word], 0
+        else:
+            positional += 1
+    if hasattr(command, "commands"):
+        return None  # a group named alone (`mbe-gateway pairing`) shows its help
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    required = sum(p.required for p in arguments)
+    if positional > len(arguments) or positional not in (0, required, len(arguments)):
+        return f"{positional} argument(s) to `{command.name}`, which takes {[a.name for a in arguments]}"
+    return None
+
+
+def test_every_mbe_gateway_command_in_the_docs_exists() -> None:
+    commands = documented_commands()
+    assert len(commands) > 20, "the extraction found almost nothing: is it broken?"
+    wrong = [
+        f"{where}: {' '.join(words)}: {problem}" for where, words in commands if (problem := _unknown(words))
+    ]
+    assert wrong == []
+
+
+def test_a_mistyped_command_in_the_docs_would_be_caught() -> None:
+    assert _unknown(["mbe-gateway", "pairing", "approve", "CODE"]) is None
+    assert _unknown(["mbe-gateway", "--config", "x.toml", "config", "check"]) is None
+    assert _unknown(["mbe-gateway", "pairing", "accept", "CODE"]) is not None
+    assert _unknown(["mbe-gateway", "doctor", "--fix"]) is not None
+    assert _unknown(["mbe-gateway", "pairing", "revoke", "CODE"]) is not None  # wants CHANNEL SENDER_ID
+
+
+def documented_toml() -> list[tuple[str, str]]:
+    """Every ```toml block in the docs, dedented (some sit inside list items)."""
+    import textwrap
+
+    blocks: list[tuple[str, str]] = []
+    for path in sorted(DOCS.rglob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        for body in re.findall(r"(?ms)^ *```toml\n(.*?)^ *```", text):
+            blocks.append((str(path.relative_to(ROOT)), textwrap.dedent(body)))
+    return blocks
+
+
+def test_every_toml_block_in_the_docs_is_a_valid_config(tmp_path: Path) -> None:
+    from mbe_gateway.config import load_config
+    from mbe_gateway.errors import ConfigError
+
+    blocks = documented_toml()
+    assert len(blocks) >= 5
+    wrong = []
+    for number, (where, body) in enumerate(blocks):
+        path = tmp_path / f"block{number}.toml"
+        path.write_text(body, encoding="utf-8")
+        try:
+            load_config(path)
+        except ConfigError as e:
+            wrong.append(f"{where}: {e}")
+    assert wrong == []
