@@ -171,3 +171,31 @@ def test_every_link_between_the_docs_leads_somewhere() -> None:
             elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert broken == []
+
+
+def _known_settings() -> dict[str, set[str]]:
+    """Section → keys, read from the commented default config (which lists every key)."""
+    known: dict[str, set[str]] = {}
+    section = ""
+    for line in default_config_text().splitlines():
+        if header := re.fullmatch(r"#?\s*\[\[?([a-z_.]+)\]\]?", line.strip()):
+            section = header[1]
+        elif key := re.match(r"#?\s*([a-z_]+) = ", line):
+            known.setdefault(section, set()).add(key[1])
+    return known
+
+
+def test_every_setting_named_in_the_prose_exists() -> None:
+    """`log_level = "debug"` or `[secrets] backend = "file"` in a sentence must be a real key
+    (the mbe contract's `x = y` spans are formulas, not settings)."""
+    known = _known_settings()
+    every_key = set().union(*known.values())
+    pages = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted(DOCS.rglob("*.md"))]
+    wrong = []
+    for page in [p for p in pages if p.name != "mbe-contract.md"]:
+        text = page.read_text(encoding="utf-8")
+        for section, key in re.findall(r"`(?:\[([a-z_.]+)\] )?([a-z_]+) = [^`]+`", text):
+            if (section and key not in known.get(section, ())) or key not in every_key:
+                wrong.append(f"{page.relative_to(ROOT)}: {f'[{section}] ' if section else ''}{key}")
+    assert len(known) >= 8 and "dm_policy" in every_key
+    assert wrong == []
