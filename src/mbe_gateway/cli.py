@@ -54,9 +54,14 @@ app = typer.Typer(
 secrets_app = typer.Typer(help="Store, list and delete secrets (API keys, bot tokens).", no_args_is_help=True)
 config_app = typer.Typer(help="Check the config file, or show where it is.", no_args_is_help=True)
 pairing_app = typer.Typer(help="Approve or deny who may talk to the assistant.", no_args_is_help=True)
+service_app = typer.Typer(
+    help="Run the daemon as a service: a systemd user unit (Linux) or a LaunchAgent (macOS).",
+    no_args_is_help=True,
+)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(config_app, name="config")
 app.add_typer(pairing_app, name="pairing")
+app.add_typer(service_app, name="service")
 
 
 def main() -> None:
@@ -436,6 +441,129 @@ def doctor(ctx: typer.Context) -> None:
     if not options.debug:  # doctor reports every finding itself; the parts' warnings would repeat them
         logs.configure("critical")
     raise typer.Exit(run(options.config))
+
+
+_DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Print every file and command it would write or run; change nothing."),
+]
+_PlatformOption = Annotated[
+    str | None,
+    typer.Option(
+        "--platform", help="linux or macos (default: this machine's), for dry runs.", metavar="NAME"
+    ),
+]
+
+
+def _service_platform(name: str | None) -> Any:
+    from mbe_gateway import services
+
+    if name is None:
+        return services.this_platform()
+    for platform in services.PLATFORMS:
+        if platform == name:
+            return platform
+    raise typer.BadParameter(f"expected linux or macos, got {name!r}", param_hint="--platform")
+
+
+@service_app.command("install")
+def service_install(ctx: typer.Context, dry_run: _DryRun = False, platform: _PlatformOption = None) -> None:
+    """Install the daemon as your user's service, enable it at login and start it now."""
+    from mbe_gateway import services
+    from mbe_gateway.config import load_config
+
+    chosen = _service_platform(platform)
+    config = load_config(_options(ctx).config)
+    spec = services.spec_for(config)
+    target = services.service_file(chosen, Path.home())
+    plan = services.plan_install(chosen, spec, target, services.uid())
+    console = _console()
+    if dry_run:
+        for step in plan.steps:
+            console.print(str(step))
+            if isinstance(step, services.Write):
+                console.print(step.text, style="dim")
+    else:
+        services.carry_out(plan)
+        console.print(f"Installed {target} and started it: {' '.join(spec.command)}")
+    if not config.exists:
+        console.print(f"Note: no {config.path} yet: the service runs on the defaults.", style="yellow")
+    if chosen == "linux":
+        _explain_linger(console, services.linger_enabled(services.user_name()))
+        console.print(
+            "Secrets without a keyring: put MBE_GATEWAY_SECRET_<NAME>=value lines in "
+            f"{spec.environment_file} (chmod 600); the unit reads it."
+        )
+    console.print("See it with `mbe-gateway service status` and `mbe-gateway service logs --follow`.")
+
+
+def _explain_linger(console: Console, linger: bool | None) -> None:
+    if linger:
+        console.print("Linger is on: the service keeps running when you log out, and starts at boot.")
+        return
+    state = "off" if linger is False else "unknown here"
+    console.print(
+        f"Linger is {state}: systemd stops your user services when you log out, and starts them only at "
+        "your login. On a headless machine (a Raspberry Pi), run once: sudo loginctl enable-linger $USER",
+        style="yellow",
+    )
+
+
+@service_app.command("uninstall")
+def service_uninstall(dry_run: _DryRun = False, platform: _PlatformOption = None) -> None:
+    """Stop the service and remove it (the config, data and secrets stay)."""
+    from mbe_gateway import services
+
+    chosen = _service_platform(platform)
+    target = services.service_file(chosen, Path.home())
+    plan = services.plan_uninstall(chosen, target, services.uid())
+    console = _console()
+    if not plan.steps:
+        console.print(f"Not installed (no {target}); nothing to do.")
+        return
+    if dry_run:
+        for line in plan.describe():
+            console.print(line)
+        return
+    services.carry_out(plan)
+    console.print(f"Stopped the service and removed {target}.")
+
+
+@service_app.command("status")
+def service_status(platform: _PlatformOption = None) -> None:
+    """Show the service manager's view: installed, running, restarts (exit code as systemctl's)."""
+    import subprocess
+
+    from mbe_gateway import services
+
+    chosen = _service_platform(platform)
+    target = services.service_file(chosen, Path.home())
+    if not target.exists():
+        _console().print(f"Not installed (no {target}); `mbe-gateway service install` installs it.")
+        raise typer.Exit(3)
+    if chosen == "linux":
+        _explain_linger(_console(), services.linger_enabled(services.user_name()))
+    raise typer.Exit(subprocess.run(services.status_command(chosen), check=False).returncode)
+
+
+@service_app.command("logs")
+def service_logs(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many recent lines.", min=1)] = 100,
+    platform: _PlatformOption = None,
+) -> None:
+    """Print the service's recent output (journald on Linux, the log files on macOS)."""
+    import subprocess
+
+    from mbe_gateway import paths, services
+
+    chosen = _service_platform(platform)
+    argv = services.logs_command(chosen, paths.data_dir() / "logs", lines=lines, follow=follow)
+    try:
+        code = subprocess.run(argv, check=False).returncode
+    except KeyboardInterrupt:  # the way out of --follow
+        code = 0
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -20,6 +20,7 @@ ever carries a secret's value (only its name).
     │   └── MBEToolMissing         an (optional) tool is not offered by this server
     ├── ControlError           a control-plane request refused or failed (with its protocol code)
     ├── AlreadyRunning         another daemon holds the data dir's lock
+    ├── ServiceError           installing or querying the OS service (systemd, launchd) failed
     ├── ProviderError          an LLM provider could not answer
     │   ├── ProviderFailed         one provider failed (the chain tries the next)
     │   └── AllProvidersFailed     every provider in the chain failed
@@ -102,6 +103,11 @@ class ControlError(GatewayError):
 
 class AlreadyRunning(GatewayError):
     """Another mbe-gateway daemon holds the lock on this data dir; nothing was touched."""
+
+
+class ServiceError(GatewayError):
+    """The OS service manager refused a step, or this machine has none we support; the message
+    names the command or file and what to do."""
 
 
 class ProviderError(GatewayError):

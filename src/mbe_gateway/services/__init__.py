@@ -1,0 +1,63 @@
+"""Running the daemon as a service of the OS: systemd user units on Linux, LaunchAgents on macOS."""
+
+from mbe_gateway.services.plan import (
+    PLATFORMS,
+    Command,
+    Directory,
+    Plan,
+    Platform,
+    Removal,
+    Write,
+    carry_out,
+    plan_install,
+    plan_uninstall,
+    service_file,
+)
+from mbe_gateway.services.system import (
+    ENVIRONMENT_FILE,
+    linger_enabled,
+    logs_command,
+    spec_for,
+    status_command,
+    this_platform,
+    uid,
+    user_name,
+)
+from mbe_gateway.services.units import (
+    LABEL,
+    UNIT_NAME,
+    ServiceSpec,
+    daemon_command,
+    render_launchd,
+    render_systemd,
+    stop_timeout,
+)
+
+__all__ = [
+    "ENVIRONMENT_FILE",
+    "LABEL",
+    "PLATFORMS",
+    "UNIT_NAME",
+    "Command",
+    "Directory",
+    "Plan",
+    "Platform",
+    "Removal",
+    "ServiceSpec",
+    "Write",
+    "carry_out",
+    "daemon_command",
+    "linger_enabled",
+    "logs_command",
+    "plan_install",
+    "plan_uninstall",
+    "render_launchd",
+    "render_systemd",
+    "service_file",
+    "spec_for",
+    "status_command",
+    "stop_timeout",
+    "this_platform",
+    "uid",
+    "user_name",
+]

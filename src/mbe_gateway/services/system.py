@@ -1,0 +1,90 @@
+"""This machine as the service commands see it: which service manager, which user, the spec
+to render, and the read-only commands behind `service status` and `service logs`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mbe_gateway import paths
+from mbe_gateway.config import Config
+from mbe_gateway.errors import ServiceError
+from mbe_gateway.services.plan import Platform
+from mbe_gateway.services.units import LABEL, UNIT_NAME, ServiceSpec, daemon_command
+
+ENVIRONMENT_FILE = "service.env"  # beside the config: MBE_GATEWAY_SECRET_<NAME>=value lines (systemd)
+
+
+def this_platform() -> Platform:
+    if sys.platform == "darwin":
+        return "macos"
+    if sys.platform.startswith("linux"):
+        return "linux"
+    raise ServiceError(
+        f"no service manager support for {sys.platform}; run `mbe-gateway run` under your own "
+        "supervisor (or use --platform with --dry-run to see what Linux or macOS would get)"
+    )
+
+
+def spec_for(config: Config) -> ServiceSpec:
+    """The spec for this installation and config: absolute paths, because a service manager
+    starts the daemon from its own working directory with its own environment."""
+    config_path = config.path.expanduser().absolute()
+    return ServiceSpec(
+        command=daemon_command(),
+        config=config_path,
+        home=paths.data_dir().absolute(),
+        path=os.environ.get("PATH") or os.defpath,
+        drain_seconds=config.gateway.drain_seconds,
+        environment_file=config_path.with_name(ENVIRONMENT_FILE),
+    )
+
+
+def uid() -> int:
+    return os.getuid()
+
+
+def user_name() -> str:
+    """This user's login name, from the password database (USER may be unset under sudo or cron)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no entry (some containers): loginctl takes the number too
+        return str(os.getuid())
+
+
+def linger_enabled(user: str) -> bool | None:
+    """Whether systemd keeps this user's services running with nobody logged in (`loginctl
+    enable-linger`); None when it cannot be told (no loginctl, no logind)."""
+    try:
+        done = subprocess.run(
+            ("loginctl", "show-user", user, "--property=Linger", "--value"),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    answer = done.stdout.strip()
+    if done.returncode != 0 or answer not in ("yes", "no"):
+        return None
+    return answer == "yes"
+
+
+def status_command(platform: Platform) -> tuple[str, ...]:
+    if platform == "linux":
+        return ("systemctl", "--user", "status", "--no-pager", UNIT_NAME)
+    return ("launchctl", "print", f"gui/{uid()}/{LABEL}")
+
+
+def logs_command(platform: Platform, log_dir: Path, *, lines: int, follow: bool) -> tuple[str, ...]:
+    """journald keeps a user unit's output on Linux; launchd writes ours to files in the data dir."""
+    if platform == "linux":
+        argv = ("journalctl", "--user", "--unit", UNIT_NAME, "--lines", str(lines), "--no-pager")
+        return (*argv, "--follow") if follow else argv
+    files = (str(log_dir / "launchd.err.log"), str(log_dir / "launchd.out.log"))
+    return ("tail", "-n", str(lines), *(("-F",) if follow else ()), *files)
