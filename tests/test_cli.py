@@ -80,16 +80,18 @@ def test_usage_errors_exit_2(env: dict[str, str]) -> None:
     assert run(env, "no-such-command").returncode == 2
 
 
-def test_init_writes_the_default_file_and_force_keeps_a_backup(env: dict[str, str], tmp_path: Path) -> None:
+def test_init_writes_the_default_file_and_force_starts_over_keeping_a_backup(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     config = tmp_path / "nested" / "dir" / "config.toml"
-    first = run(env, "--config", str(config), "init")
+    first = run(env, "--config", str(config), "init", "--yes", "--skip-doctor")
     assert first.returncode == 0 and str(config) in first.stdout
     assert config.read_text() == default_config_text()
     config.write_text("# my edits\n")
-    refused = run(env, "--config", str(config), "init")
-    assert refused.returncode == 1 and "already exists; use --force" in refused.stderr
+    kept = run(env, "--config", str(config), "init", "--yes", "--skip-doctor")  # edits: nothing to change
+    assert kept.returncode == 0 and "is unchanged" in kept.stdout
     assert config.read_text() == "# my edits\n"
-    forced = run(env, "--config", str(config), "init", "--force")
+    forced = run(env, "--config", str(config), "init", "--yes", "--skip-doctor", "--force")
     assert forced.returncode == 0
     assert config.read_text() == default_config_text()
     assert config.with_name("config.toml.bak").read_text() == "# my edits\n"

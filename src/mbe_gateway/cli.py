@@ -120,29 +120,95 @@ def _secrets(ctx: typer.Context) -> Secrets:
     return Secrets(load_config(_options(ctx).config).secrets, paths.data_dir())
 
 
+_Answer = Annotated[str | None, typer.Option(metavar="TEXT")]
+
+
 @app.command()
 def init(
     ctx: typer.Context,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing file (kept as .bak).")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "--non-interactive", "-y", help="Ask nothing: flags, else the current values."),
+    ] = False,
+    language: Annotated[str | None, typer.Option(help="en or zh.", metavar="en|zh")] = None,
+    channels: Annotated[
+        str | None,
+        typer.Option(help="Chat apps to answer on: telegram,discord,slack or none.", metavar="LIST"),
+    ] = None,
+    dm_policy: Annotated[
+        str | None,
+        typer.Option(help="pairing, allowlist or open, for every channel chosen.", metavar="POLICY"),
+    ] = None,
+    allow_from: Annotated[
+        list[str] | None,
+        typer.Option(help="CHANNEL:USER_ID allowed to write (repeat it).", metavar="CHANNEL:ID"),
+    ] = None,
+    providers: Annotated[
+        str | None, typer.Option(help="Models in order: openai,anthropic,local,mbe or none.", metavar="LIST")
+    ] = None,
+    openai_base_url: Annotated[
+        str | None, typer.Option(help="The OpenAI-compatible server.", metavar="URL")
+    ] = None,
+    openai_model: Annotated[str | None, typer.Option(help="Its model.", metavar="NAME")] = None,
+    anthropic_model: Annotated[str | None, typer.Option(help="The Anthropic model.", metavar="NAME")] = None,
+    local_model_path: Annotated[
+        str | None, typer.Option(help="A GGUF file for the local model.", metavar="PATH")
+    ] = None,
+    secret_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATH: a token or key read from a file (- = stdin), never from the command line.",
+            metavar="NAME=PATH",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over from the default file (the old one is kept as .bak).")
+    ] = False,
+    skip_doctor: Annotated[
+        bool, typer.Option("--skip-doctor", help="Do not run the checks at the end.")
+    ] = False,
 ) -> None:
-    """Write a commented default config file."""
-    from mbe_gateway.config import write_default_config
+    """Set up (or change) the config, secrets and control tokens: a wizard, or flags for scripts."""
+    from mbe_gateway import paths, wizard
     from mbe_gateway.control.auth import ensure_tokens
+    from mbe_gateway.secrets import Secrets
+    from mbe_gateway.texts import say
 
     path = _config_path(ctx)
-    backup = write_default_config(path, force=force)
+    given = wizard.Given(
+        language=language,
+        channels=channels,
+        dm_policy=dm_policy,
+        allow_from=tuple(allow_from or ()),
+        providers=providers,
+        openai_base_url=openai_base_url,
+        openai_model=openai_model,
+        anthropic_model=anthropic_model,
+        local_path=local_model_path,
+        secret_files=tuple(secret_file or ()),
+        assume_defaults=yes,
+    )
     console = _console()
-    console.print(f"Wrote {path}" + (f" (the old one is {backup})" if backup else ""))
+    config = wizard.run(path, given, fresh=force, console=console)
+    lang = config.gateway.language
     try:
-        _, made = ensure_tokens(_secrets(ctx))
+        _, made = ensure_tokens(Secrets(config.secrets, paths.data_dir()))
     except GatewayError as e:
-        console.print(f"Note: {e}", style="yellow")
+        console.print(say(lang, "wizard_tokens_failed", error=e), style="yellow")
     else:
         if made:
-            console.print(f"Made the control plane's tokens (secrets {' and '.join(made)}).")
-    console.print(
-        "Next: store a token with `mbe-gateway secrets set NAME`, edit the file, run `mbe-gateway doctor`."
-    )
+            console.print(say(lang, "wizard_tokens_made", names=", ".join(made)))
+    if not skip_doctor:
+        from mbe_gateway import doctor
+
+        console.print("\n" + say(lang, "wizard_doctor"), style="bold")
+        options = _options(ctx)
+        if not options.debug:
+            from mbe_gateway import logs
+
+            logs.configure("critical")
+        doctor.run(path)
+    console.print("\n" + wizard.next_steps(lang))
 
 
 @secrets_app.command("set")

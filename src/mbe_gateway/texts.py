@@ -77,6 +77,62 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
             "Your message is too long for me ({length} characters; the limit is {limit}). "
             "Please shorten it or split it up."
         ),
+        # `mbe-gateway init`, the setup wizard (the language is asked first, then it speaks it)
+        "wizard_intro": "Setting up mbe-gateway. Enter keeps the value in [brackets].",
+        "wizard_editing": "Editing {path}: anything not asked about here stays as it is.",
+        "wizard_new": "A new config file: {path}",
+        "wizard_channels": "Chat apps to answer on: telegram, discord, slack (comma-separated, or none)",
+        "wizard_how_telegram": (
+            "Telegram: open @BotFather (https://t.me/BotFather), send /newbot and copy the token it "
+            "gives you. Guide: docs/channels/telegram.md"
+        ),
+        "wizard_how_discord": (
+            "Discord: https://discord.com/developers/applications → New Application → Bot → Reset "
+            "Token. On that page, turn on MESSAGE CONTENT INTENT. Guide: docs/channels/discord.md"
+        ),
+        "wizard_how_slack": (
+            "Slack: https://api.slack.com/apps → Create New App; turn on Socket Mode and make an "
+            "app-level token with connections:write (xapp-…); install the app for the bot token "
+            "(xoxb-…). Guide: docs/channels/slack.md"
+        ),
+        "wizard_secret_new": "{name} (hidden)",
+        "wizard_secret_keep": "{name} (hidden; Enter keeps the one stored)",
+        "wizard_secret_optional": "{name} (hidden; Enter for none)",
+        "wizard_secret_shape": "That does not look like {name} (expected {shape}); try again.",
+        "wizard_dm_policy": (
+            "Who may write to the assistant: pairing (a stranger gets a code that you approve), "
+            "allowlist (only the user ids you list), open (anyone)"
+        ),
+        "wizard_allow_from": "User ids allowed on {channel} (comma-separated)",
+        "wizard_providers": (
+            "Models, tried in order: openai (any OpenAI-compatible server: Ollama, OpenAI, DeepSeek, "
+            "Qwen…), anthropic, local (a GGUF file in-process), mbe (MBE's own); comma-separated, or "
+            "none for the bundled small model"
+        ),
+        "wizard_base_url": "Address of the OpenAI-compatible server",
+        "wizard_model": "Model for {kind}",
+        "wizard_local_path": "GGUF model file (Enter for the bundled small model)",
+        "wizard_choice": "Expected {options}; try again.",
+        "wizard_stored": "Stored {name} in {where}.",
+        "wizard_not_stored": "Could not store {name}: {error}",
+        "wizard_wrote": "Wrote {path}.",
+        "wizard_wrote_backup": "Wrote {path} (the previous version is {backup}).",
+        "wizard_unchanged": "{path} is unchanged.",
+        "wizard_tokens_made": "Made the control plane's tokens ({names}).",
+        "wizard_tokens_failed": "The control plane's tokens: {error}",
+        "wizard_doctor": "Checking everything (`mbe-gateway doctor`):",
+        "wizard_next": (
+            "Next:\n"
+            "  mbe-gateway chat               talk to it here, in the terminal\n"
+            "  mbe-gateway run                answer on the chat apps (Ctrl-C stops it)\n"
+            "  mbe-gateway service install    keep it running, started at login or boot\n"
+            "  mbe-gateway pairing list       see who asked to talk to it\n"
+            "Run `mbe-gateway init` again to change any answer."
+        ),
+        "wizard_no_answer": (
+            'No answer to "{question}": the input ended. Run init in a terminal, or pass --yes '
+            "to take the defaults."
+        ),
     },
     "zh": {
         "persona": (
@@ -133,6 +189,59 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
         "pairing_approved": "✅ 你已通过批准,我随时为你服务。打个招呼吧!",
         "late": "⏰(我离线时收到了你的消息,所以这条回复晚到了。)",
         "too_long": "你的消息太长了({length} 个字符,上限是 {limit})。请精简或分开发送。",
+        "wizard_intro": "开始设置 mbe-gateway。直接回车保留[方括号]里的值。",
+        "wizard_editing": "正在修改 {path}:这里没有问到的内容保持原样。",
+        "wizard_new": "新建配置文件:{path}",
+        "wizard_channels": "在哪些聊天应用上回复:telegram、discord、slack(用逗号分隔,或 none)",
+        "wizard_how_telegram": (
+            "Telegram:打开 @BotFather(https://t.me/BotFather),发送 /newbot,复制它给你的令牌。"
+            "说明:docs/channels/telegram.md"
+        ),
+        "wizard_how_discord": (
+            "Discord:https://discord.com/developers/applications → New Application → Bot → Reset "
+            "Token。在同一页打开 MESSAGE CONTENT INTENT。说明:docs/channels/discord.md"
+        ),
+        "wizard_how_slack": (
+            "Slack:https://api.slack.com/apps → Create New App;打开 Socket Mode,创建带 "
+            "connections:write 权限的应用级令牌(xapp-…);安装应用后得到机器人令牌(xoxb-…)。"
+            "说明:docs/channels/slack.md"
+        ),
+        "wizard_secret_new": "{name}(输入时不显示)",
+        "wizard_secret_keep": "{name}(输入时不显示;回车保留已存的值)",
+        "wizard_secret_optional": "{name}(输入时不显示;回车表示不需要)",
+        "wizard_secret_shape": "这看起来不像 {name}(应为 {shape}),请重新输入。",
+        "wizard_dm_policy": (
+            "谁可以给助手发消息:pairing(陌生人收到配对码,由你批准)、allowlist(只允许你列出的用户 ID)、"
+            "open(任何人)"
+        ),
+        "wizard_allow_from": "{channel} 上允许的用户 ID(用逗号分隔)",
+        "wizard_providers": (
+            "使用的模型,按顺序尝试:openai(任何兼容 OpenAI 的服务:Ollama、OpenAI、DeepSeek、Qwen…)、"
+            "anthropic、local(进程内的 GGUF 模型)、mbe(MBE 自带);用逗号分隔,或 none 使用内置小模型"
+        ),
+        "wizard_base_url": "兼容 OpenAI 的服务地址",
+        "wizard_model": "{kind} 使用的模型",
+        "wizard_local_path": "GGUF 模型文件(回车使用内置小模型)",
+        "wizard_choice": "应为 {options},请重新输入。",
+        "wizard_stored": "已把 {name} 存入 {where}。",
+        "wizard_not_stored": "无法保存 {name}:{error}",
+        "wizard_wrote": "已写入 {path}。",
+        "wizard_wrote_backup": "已写入 {path}(原来的版本在 {backup})。",
+        "wizard_unchanged": "{path} 没有变化。",
+        "wizard_tokens_made": "已生成控制面的令牌({names})。",
+        "wizard_tokens_failed": "控制面的令牌:{error}",
+        "wizard_doctor": "全面检查(`mbe-gateway doctor`):",
+        "wizard_next": (
+            "接下来:\n"
+            "  mbe-gateway chat               在终端里和它聊天\n"
+            "  mbe-gateway run                在聊天应用上回复(Ctrl-C 停止)\n"
+            "  mbe-gateway service install    让它一直运行,登录或开机时启动\n"
+            "  mbe-gateway pairing list       查看谁请求和它对话\n"
+            "再次运行 `mbe-gateway init` 可以修改任何回答。"
+        ),
+        "wizard_no_answer": (
+            "“{question}”没有得到回答:输入已结束。请在终端里运行 init,或加 --yes 采用默认值。"
+        ),
     },
 }
 
