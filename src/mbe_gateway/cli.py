@@ -598,8 +598,6 @@ def service_uninstall(dry_run: _DryRun = False, platform: _PlatformOption = None
 @service_app.command("status")
 def service_status(platform: _PlatformOption = None) -> None:
     """Show the service manager's view: installed, running, restarts (exit code as systemctl's)."""
-    import subprocess
-
     from mbe_gateway import services
 
     chosen = _service_platform(platform)
@@ -609,7 +607,7 @@ def service_status(platform: _PlatformOption = None) -> None:
         raise typer.Exit(3)
     if chosen == "linux":
         _explain_linger(_console(), services.linger_enabled(services.user_name()))
-    raise typer.Exit(subprocess.run(services.status_command(chosen), check=False).returncode)
+    raise typer.Exit(services.run_attached(services.status_command(chosen)))
 
 
 @service_app.command("logs")
@@ -619,17 +617,11 @@ def service_logs(
     platform: _PlatformOption = None,
 ) -> None:
     """Print the service's recent output (journald on Linux, the log files on macOS)."""
-    import subprocess
-
     from mbe_gateway import paths, services
 
     chosen = _service_platform(platform)
     argv = services.logs_command(chosen, paths.data_dir() / "logs", lines=lines, follow=follow)
-    try:
-        code = subprocess.run(argv, check=False).returncode
-    except KeyboardInterrupt:  # the way out of --follow
-        code = 0
-    raise typer.Exit(code)
+    raise typer.Exit(services.run_attached(argv))
 
 
 @app.command()

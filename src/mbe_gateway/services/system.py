@@ -88,3 +88,14 @@ def logs_command(platform: Platform, log_dir: Path, *, lines: int, follow: bool)
         return (*argv, "--follow") if follow else argv
     files = (str(log_dir / "launchd.err.log"), str(log_dir / "launchd.out.log"))
     return ("tail", "-n", str(lines), *(("-F",) if follow else ()), *files)
+
+
+def run_attached(argv: tuple[str, ...]) -> int:
+    """Run a read-only command on this terminal (status, logs); its exit code. Ctrl-C ends a
+    `--follow` quietly."""
+    try:
+        return subprocess.run(argv, check=False).returncode
+    except FileNotFoundError:
+        raise ServiceError(f"`{argv[0]}` is not installed here, so this cannot be shown") from None
+    except KeyboardInterrupt:
+        return 0
