@@ -73,6 +73,8 @@ class GatewaySettings:
     log_level: str = "info"
     late_after_minutes: int = 10  # older messages (after downtime) are answered together, marked late
     drain_seconds: float = 10.0  # on SIGTERM/SIGINT: how long replies being written get to finish
+    rate_limit_burst: int = 10  # messages a sender may send at once...
+    rate_limit_per_minute: float = 20.0  # ...then this many a minute; 0 = no limit
 
 
 @dataclass(frozen=True)
@@ -392,6 +394,13 @@ def _gateway(t: _Table) -> GatewaySettings:
         drain_seconds=t.number(
             "drain_seconds", 10.0, expected="seconds, from 0 to 600", ok=lambda v: 0 <= v <= 600
         ),
+        rate_limit_burst=t.integer("rate_limit_burst", 10, 1, 10_000),
+        rate_limit_per_minute=t.number(
+            "rate_limit_per_minute",
+            20.0,
+            expected="messages a minute, from 0 (no limit) to 100000",
+            ok=lambda v: 0 <= v <= 100_000,
+        ),
     )
 
 
@@ -666,6 +675,10 @@ _DEFAULT_CONFIG: Final = """\
 # drain_seconds = 10                # on SIGTERM or Ctrl-C: how long replies being written get to
 #                                   # finish and go out before the daemon stops (then the next
 #                                   # run answers what is left)
+# rate_limit_burst = 10             # messages one sender may send in a row...
+# rate_limit_per_minute = 20        # ...then this many a minute (0 = no limit); messages past
+#                                   # the limit are not answered or stored, and the sender is
+#                                   # told once
 
 [assistant]
 # persona = "You are my patient cooking and travel companion."   # default: a built-in one

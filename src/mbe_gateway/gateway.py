@@ -30,7 +30,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from mbe_gateway import access, commands, lock
+from mbe_gateway import access, commands, intake, lock
 from mbe_gateway.assistant import Assistant
 from mbe_gateway.channels.base import Channel, Inbound
 from mbe_gateway.config import Config
@@ -71,6 +71,7 @@ class Gateway:
         self.late_after = assistant.config.gateway.late_after_minutes * 60.0
         self.conversations = Conversations(self._answer, debounce=assistant.config.assistant.debounce)
         self.delivery = Delivery(self.db, channels)
+        self.intake = intake.Intake.from_config(assistant.config, assistant.language)  # size, rate
         self.states: dict[str, str] = {name: "starting" for name in channels}
         self.metrics = Metrics(providers=[p.name for p in assistant.chain.providers])  # for /metrics
         self.events = events.Events()  # fanned out to control-plane clients
@@ -121,9 +122,12 @@ class Gateway:
 
     async def deliver(self, message: Inbound) -> None:
         """Take one message from a channel; returns once it is stored (or deliberately not)."""
+        message = intake.clean(message)
         verdict = await access.decide(
             self.db, self.policies.get(message.channel, access.Policy()), message, self.assistant.language
         )
+        if verdict.allowed:
+            verdict = self.intake.admit(message)
         if not verdict.allowed:
             log.debug(
                 "message not let in",

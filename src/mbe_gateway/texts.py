@@ -77,6 +77,10 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
             "Your message is too long for me ({length} characters; the limit is {limit}). "
             "Please shorten it or split it up."
         ),
+        "rate_limited": (
+            "⏳ You're sending messages faster than I can answer, so I'm skipping some of them. "
+            "Please slow down, and send again in a minute anything you still want answered."
+        ),
         # `mbe-gateway init`, the setup wizard (the language is asked first, then it speaks it)
         "wizard_intro": "Setting up mbe-gateway. Enter keeps the value in [brackets].",
         "wizard_editing": "Editing {path}: anything not asked about here stays as it is.",
@@ -189,6 +193,10 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
         "pairing_approved": "✅ 你已通过批准,我随时为你服务。打个招呼吧!",
         "late": "⏰(我离线时收到了你的消息,所以这条回复晚到了。)",
         "too_long": "你的消息太长了({length} 个字符,上限是 {limit})。请精简或分开发送。",
+        "rate_limited": (
+            "⏳ 你发消息的速度超过了我回复的速度,所以有些消息我跳过了。"
+            "请放慢一点;仍需要回答的内容,请一分钟后再发一次。"
+        ),
         "wizard_intro": "开始设置 mbe-gateway。直接回车保留[方括号]里的值。",
         "wizard_editing": "正在修改 {path}:这里没有问到的内容保持原样。",
         "wizard_new": "新建配置文件:{path}",
