@@ -82,7 +82,7 @@ def _unknown(words: list[str]) -> str | None:
     for word in rest:
         if word.startswith("-"):
             name = word.split("=", 1)[0]
-            option = next((p for p in command.params if name in p.opts), None)
+            option = next((p for p in command.params if name in (*p.opts, *p.secondary_opts)), None)
             if option is None:
                 return f"option {name} of `{command.name}`"
             if not (option.is_flag or option.count or "=" in word):
@@ -97,6 +97,8 @@ def _unknown(words: list[str]) -> str | None:
         return None  # a group named alone (`mbe-gateway pairing`) shows its help
     arguments = [p for p in command.params if p.param_type_name == "argument"]
     required = sum(p.required for p in arguments)
+    if any(p.nargs == -1 for p in arguments):  # TEXT...: any number of words
+        return None
     if positional > len(arguments) or positional not in (0, required, len(arguments)):
         return f"{positional} argument(s) to `{command.name}`, which takes {[a.name for a in arguments]}"
     return None
