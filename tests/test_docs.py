@@ -201,3 +201,12 @@ def test_every_setting_named_in_the_prose_exists() -> None:
                 wrong.append(f"{page.relative_to(ROOT)}: {f'[{section}] ' if section else ''}{key}")
     assert len(known) >= 8 and "dm_policy" in every_key
     assert wrong == []
+
+
+def test_troubleshooting_explains_every_check_doctor_can_print() -> None:
+    source = (ROOT / "src" / "mbe_gateway" / "doctor.py").read_text(encoding="utf-8")
+    names = {name.strip() for name in re.findall(r'Check\(\s*f?"([^"{]+)', source)}
+    assert {"config", "database", "secret", "channel"} <= names
+    guide = (DOCS / "troubleshooting.md").read_text(encoding="utf-8")
+    missing = sorted(n for n in names if not re.search(rf"`[-✓✗! ]*{re.escape(n)}[ `]", guide))
+    assert missing == [], f"docs/troubleshooting.md does not explain doctor's {missing}"
