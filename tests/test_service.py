@@ -354,3 +354,20 @@ def test_logs_read_the_journal_on_linux_and_the_log_files_on_macos(
 def test_a_bad_platform_name_is_a_usage_error(cli: Run, user: Path) -> None:
     done = cli("service", "install", "--dry-run", "--platform", "windows")
     assert done.returncode == 2 and "expected linux or macos" in done.stderr
+
+
+def test_install_warns_about_secrets_only_this_shells_environment_holds(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "service.env").write_text("MBE_GATEWAY_SECRET_SLACK_BOT_TOKEN=xoxb-1\n")
+    done = cli(
+        "service",
+        "install",
+        "--dry-run",
+        "--platform",
+        "linux",
+        MBE_GATEWAY_SECRET_TELEGRAM_TOKEN="8123:abc",
+        MBE_GATEWAY_SECRET_SLACK_BOT_TOKEN="xoxb-1",
+    )
+    assert done.returncode == 0, done.stderr
+    warning = next(line for line in done.stdout.splitlines() if line.startswith("Warning:"))
+    assert "telegram_token" in warning and "slack_bot_token" not in warning  # that one is in service.env
+    assert str(tmp_path / "service.env") in warning and "8123:abc" not in done.stdout

@@ -560,6 +560,14 @@ def service_install(ctx: typer.Context, dry_run: _DryRun = False, platform: _Pla
             "Secrets without a keyring: put MBE_GATEWAY_SECRET_<NAME>=value lines in "
             f"{spec.environment_file} (chmod 600); the unit reads it."
         )
+    missing = services.shell_only_secrets(spec.environment_file if chosen == "linux" else None)
+    if missing:
+        console.print(
+            f"Warning: this shell sets {', '.join(missing)} by environment variable, which the service "
+            "does not inherit: store them with `mbe-gateway secrets set NAME`"
+            + (f", or add them to {spec.environment_file}." if chosen == "linux" else "."),
+            style="yellow",
+        )
     console.print("See it with `mbe-gateway service status` and `mbe-gateway service logs --follow`.")
 
 

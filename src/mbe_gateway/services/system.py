@@ -42,6 +42,26 @@ def spec_for(config: Config) -> ServiceSpec:
     )
 
 
+def shell_only_secrets(environment_file: Path | None) -> list[str]:
+    """Secrets set by MBE_GATEWAY_SECRET_<NAME> in this shell but not in the service's
+    environment file: the service manager starts the daemon without this shell's environment,
+    so the daemon would not find them."""
+    listed: set[str] = set()
+    if environment_file is not None:
+        try:
+            lines = environment_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            lines = []
+        listed = {
+            line.split("=", 1)[0].strip().removeprefix("export ").strip() for line in lines if "=" in line
+        }
+    return sorted(
+        name.removeprefix(paths.ENV_SECRET_PREFIX).lower()
+        for name, value in os.environ.items()
+        if name.startswith(paths.ENV_SECRET_PREFIX) and value and name not in listed
+    )
+
+
 def uid() -> int:
     return os.getuid()
 
