@@ -116,11 +116,32 @@ def test_the_interactive_wizard_stores_tokens_unechoed_and_edits_the_users_file(
     assert "Made the control plane's tokens" in out
 
 
-def test_the_wizard_speaks_chinese_once_chosen(env: dict[str, str], config: Path) -> None:
-    done = init(env, "--skip-doctor", stdin="zh\nnone\nnone\n")
+def test_on_a_machine_without_a_keyring_the_wizard_offers_the_private_file_in_chinese(
+    env: dict[str, str], config: Path, home: Path
+) -> None:
+    # No keyring here (the env fixture): before any token is typed, where to keep them is asked.
+    done = init(env, "--skip-doctor", stdin=f"zh\n\ntelegram\n{TELEGRAM}\n\nnone\n")
     assert done.returncode == 0, done.stderr
-    assert "在哪些聊天应用上回复" in done.stdout and "接下来" in done.stdout
-    assert load_config(config).gateway.language == "zh"
+    assert (
+        "没有安全的密钥环" in done.stdout
+        and "在哪些聊天应用上回复" in done.stdout
+        and "接下来" in done.stdout
+    )
+    written = load_config(config)
+    assert written.gateway.language == "zh" and written.secrets.backend == "file"  # Enter: the default
+    assert stored(home).get("telegram_token") == TELEGRAM and TELEGRAM not in done.stdout + done.stderr
+    assert len(stored(home).get("control_admin_token")) >= 32
+
+
+def test_with_secrets_in_the_environment_no_token_is_asked_and_the_variable_is_named(
+    env: dict[str, str], config: Path, home: Path
+) -> None:
+    done = init(env, "--skip-doctor", "--secrets-backend=env", stdin="en\ndiscord\n\nnone\n")
+    assert done.returncode == 0, done.stderr
+    assert "discord_token: set the environment variable MBE_GATEWAY_SECRET_DISCORD_TOKEN" in done.stdout
+    written = load_config(config)
+    assert written.secrets.backend == "env" and written.channels.discord.enabled
+    assert not (home / "secrets.json").exists()
 
 
 def test_running_init_again_edits_only_what_the_flags_change(

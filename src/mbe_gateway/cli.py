@@ -161,6 +161,10 @@ def init(
             metavar="NAME=PATH",
         ),
     ] = None,
+    secrets_backend: Annotated[
+        str | None,
+        typer.Option(help="Where secrets go: auto (OS keyring), keyring, file or env.", metavar="NAME"),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Start over from the default file (the old one is kept as .bak).")
     ] = False,
@@ -186,6 +190,7 @@ def init(
         anthropic_model=anthropic_model,
         local_path=local_model_path,
         secret_files=tuple(secret_file or ()),
+        secrets_backend=secrets_backend,
         assume_defaults=yes,
     )
     console = _console()

@@ -99,6 +99,13 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
             "app-level token with connections:write (xapp-…); install the app for the bot token "
             "(xoxb-…). Guide: docs/channels/slack.md"
         ),
+        "wizard_secrets_backend": (
+            "There is no secure keyring on this machine for the tokens. Keep them in a file in the "
+            "data dir that only you can read (file), or set them as environment variables (env)"
+        ),
+        "wizard_secret_env": (
+            "{name}: set the environment variable {variable} (the service reads service.env)."
+        ),
         "wizard_secret_new": "{name} (hidden)",
         "wizard_secret_keep": "{name} (hidden; Enter keeps the one stored)",
         "wizard_secret_optional": "{name} (hidden; Enter for none)",
@@ -214,6 +221,11 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
             "connections:write 权限的应用级令牌(xapp-…);安装应用后得到机器人令牌(xoxb-…)。"
             "说明:docs/channels/slack.md"
         ),
+        "wizard_secrets_backend": (
+            "这台机器上没有安全的密钥环来保存令牌。保存在数据目录里只有你能读取的文件中(file),"
+            "还是用环境变量提供(env)"
+        ),
+        "wizard_secret_env": "{name}:请设置环境变量 {variable}(服务会读取 service.env)。",
         "wizard_secret_new": "{name}(输入时不显示)",
         "wizard_secret_keep": "{name}(输入时不显示;回车保留已存的值)",
         "wizard_secret_optional": "{name}(输入时不显示;回车表示不需要)",

@@ -25,20 +25,21 @@ from mbe_gateway.config import (
     DM_POLICIES,
     LANGUAGES,
     PROVIDER_KINDS,
+    SECRETS_BACKENDS,
     Config,
     DMPolicy,
     Language,
     ProviderSettings,
     SecretRef,
+    SecretsBackend,
     load_config,
 )
 from mbe_gateway.errors import ConfigError, SecretError
+from mbe_gateway.secrets import Secrets, env_var
 from mbe_gateway.texts import say
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from mbe_gateway.secrets import Secrets
 
 CHANNELS: Final = ("telegram", "discord", "slack")
 LANGUAGE_QUESTION: Final = "Language / 语言 (en, zh)"
@@ -60,7 +61,9 @@ class SecretSlot:
 CHANNEL_SECRETS: Final[dict[str, tuple[SecretSlot, ...]]] = {
     "telegram": (SecretSlot("token", "telegram_token", "123456789:AA…", re.compile(r"\d+:[\w-]{20,}")),),
     "discord": (
-        SecretSlot("token", "discord_token", "a bot token from the Bot page", re.compile(r"\S{50,}")),
+        SecretSlot(
+            "token", "discord_token", "xxxx.yyyy.zzzz", re.compile(r"[\w-]{16,}\.[\w-]{4,}\.[\w-]{16,}")
+        ),
     ),
     "slack": (
         SecretSlot("bot_token", "slack_bot_token", "xoxb-…", re.compile(r"xoxb-\S+")),
@@ -83,12 +86,14 @@ class Given:
     anthropic_model: str | None = None
     local_path: str | None = None
     secret_files: tuple[str, ...] = ()  # "telegram_token=/path" ("-" = stdin)
+    secrets_backend: str | None = None
     assume_defaults: bool = False  # --yes
 
 
 @dataclass
 class Answers:
     language: Language
+    secrets_backend: SecretsBackend = "auto"
     channels: list[str] = field(default_factory=list)
     dm_policy: dict[str, DMPolicy] = field(default_factory=dict)
     allow_from: dict[str, list[str]] = field(default_factory=dict)
@@ -152,8 +157,6 @@ class Asker:
 
 def run(config_path: Path, given: Given, *, fresh: bool, console: Console) -> Config:
     """Ask, write the config, store the secrets; returns the config as written."""
-    from mbe_gateway.secrets import Secrets
-
     current = load_config(config_path) if not fresh else Config(path=config_path, exists=False)
     secrets = Secrets(current.secrets, paths.data_dir())
     asker = Asker(console, assume_defaults=given.assume_defaults)
@@ -197,6 +200,7 @@ def _ask(
     asker.console.print(say(language, "wizard_intro"))
     key = "wizard_editing" if current.exists else "wizard_new"
     asker.console.print(say(language, key, path=current.path), style="dim")
+    answers.secrets_backend = _ask_secrets_backend(asker, current, given, secrets)
 
     enabled = [name for name in CHANNELS if getattr(current.channels, name).enabled]
     answers.channels = _list(
@@ -206,7 +210,7 @@ def _ask(
         settings = getattr(current.channels, channel)
         asker.console.print(say(language, f"wizard_how_{channel}"), style="cyan")
         for slot in CHANNEL_SECRETS[channel]:
-            value = _secret(asker, language, slot, getattr(settings, slot.key), secrets, from_files)
+            value = _secret(asker, answers, slot, getattr(settings, slot.key), secrets, from_files)
             if value:
                 answers.secrets[slot.name] = value
     _ask_dm_policies(asker, current, given, answers)
@@ -224,6 +228,21 @@ def _ask(
     if unused:
         raise ConfigError(f"--secret-file {unused[0]}: no question asks for that secret (check the name)")
     return answers
+
+
+def _ask_secrets_backend(asker: Asker, current: Config, given: Given, secrets: Secrets) -> SecretsBackend:
+    """Where tokens will be stored. Asked only where the default cannot store them (no secure
+    keyring: a headless Pi), so the tokens typed next are not typed in vain; `--yes` keeps the
+    current backend unless the flag says otherwise."""
+    backend = current.secrets.backend
+    if given.secrets_backend is not None or (backend == "auto" and secrets.is_degraded()):
+        question = say(asker.language, "wizard_secrets_backend")
+        default = "file" if given.secrets_backend is None and not asker.assume_defaults else backend
+        chosen: SecretsBackend = _choice(
+            asker, question, SECRETS_BACKENDS, given.secrets_backend, default, "--secrets-backend"
+        )
+        return chosen
+    return backend
 
 
 def _ask_dm_policies(asker: Asker, current: Config, given: Given, answers: Answers) -> None:
@@ -278,7 +297,7 @@ def _provider(
         )
         ref = existing.api_key if existing else None
         slot = SecretSlot("api_key", ref.name if ref else f"{kind}_api_key")
-        value = _secret(asker, language, slot, ref, secrets, from_files, optional=kind == "openai")
+        value = _secret(asker, answers, slot, ref, secrets, from_files, optional=kind == "openai")
         if value:
             answers.secrets[slot.name] = value
         if value or ref or kind == "anthropic":
@@ -293,7 +312,7 @@ def _provider(
 
 def _secret(
     asker: Asker,
-    language: Language,
+    answers: Answers,
     slot: SecretSlot,
     ref: SecretRef | None,
     secrets: Secrets,
@@ -302,7 +321,11 @@ def _secret(
     optional: bool = False,
 ) -> str:
     """The new value for a secret, or "" to keep what is stored (or to go without)."""
+    language = answers.language
     name = ref.name if ref else slot.name
+    if answers.secrets_backend == "env" and name not in from_files:
+        asker.console.print(say(language, "wizard_secret_env", name=name, variable=env_var(name)))
+        return ""
     if name in from_files:
         value = from_files[name]
         if problem := _shape_problem(language, slot, value):
@@ -401,6 +424,8 @@ def _apply(document: config_document.Document, current: Config, answers: Answers
     """Write the answers that differ from the current config into the document."""
     if answers.language != current.gateway.language:
         config_document.set_key(document, ("gateway",), "language", answers.language)
+    if answers.secrets_backend != current.secrets.backend:
+        config_document.set_key(document, ("secrets",), "backend", answers.secrets_backend)
     for channel in CHANNELS:
         settings = getattr(current.channels, channel)
         where = ("channels", channel)
