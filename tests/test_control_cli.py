@@ -83,7 +83,7 @@ def free_port() -> int:
 async def test_init_makes_tokens_run_serves_them_and_status_asks_the_daemon(
     env: dict[str, str], tmp_path: Path, home: Path
 ) -> None:
-    made = cli(env, "init")
+    made = cli(env, "init", "--yes", "--skip-doctor")
     assert made.returncode == 0, made.stderr
     assert "control_admin_token" in made.stdout and "control_read_token" in made.stdout
     tokens = json.loads((tmp_path / "keyring.json").read_text())
