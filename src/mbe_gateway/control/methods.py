@@ -169,12 +169,26 @@ async def pairing_approve(call: Call) -> Mapping[str, Any]:
     code = text_param(call.params, "code", max_chars=64)
     request = await access.approve(call.gateway.db, code, call.gateway.assistant.language)
     call.gateway.delivery.nudge()
-    return _pairing(request)
+    return _answered(call, "approved", request.channel, request.sender_id, request.sender_name)
 
 
 async def pairing_deny(call: Call) -> Mapping[str, Any]:
     code = text_param(call.params, "code", max_chars=64)
-    return _pairing(await pairing.deny(call.gateway.db, code))
+    request = await pairing.deny(call.gateway.db, code)
+    return _answered(call, "denied", request.channel, request.sender_id, request.sender_name)
+
+
+async def pairing_revoke(call: Call) -> Mapping[str, Any]:
+    """Take an approval back: the sender's next message gets a new pairing code."""
+    channel = text_param(call.params, "channel", max_chars=64)
+    sender_id = text_param(call.params, "sender_id", max_chars=MAX_CHAT_ID)
+    approved = {(a.channel, a.sender_id): a for a in await pairing.allowed(call.gateway.db)}
+    sender = approved.get((channel, sender_id))
+    if sender is None or not await pairing.revoke(call.gateway.db, channel, sender_id):
+        raise ControlError(
+            f"{channel}:{sender_id} is not approved; `pairing.list` shows who is", code=NOT_FOUND
+        )
+    return _answered(call, "revoked", channel, sender_id, sender.sender_name)
 
 
 METHODS: Final[Mapping[str, Method]] = MappingProxyType(
@@ -188,6 +202,7 @@ METHODS: Final[Mapping[str, Method]] = MappingProxyType(
         "send": Method("admin", send, "send a message to a chat on a running channel"),
         "pairing.approve": Method("admin", pairing_approve, "let a sender in by their code"),
         "pairing.deny": Method("admin", pairing_deny, "drop a pairing request by its code"),
+        "pairing.revoke": Method("admin", pairing_revoke, "take back a sender's approval"),
     }
 )
 
@@ -204,5 +219,10 @@ def _reply(reply: Reply) -> dict[str, Any]:
     }
 
 
-def _pairing(request: pairing.PairingRequest) -> dict[str, Any]:
-    return {"channel": request.channel, "sender_id": request.sender_id, "sender_name": request.sender_name}
+def _answered(
+    call: Call, action: str, channel: str, sender_id: str, sender_name: str | None
+) -> dict[str, Any]:
+    """The owner's answer to a pairing request, told to every client (their lists change)."""
+    sender = {"channel": channel, "sender_id": sender_id, "sender_name": sender_name}
+    call.gateway.events.publish("pairing", {"action": action, **sender})
+    return sender

@@ -1,4 +1,5 @@
-"""The control plane's one listener: the WebSocket protocol at /ws, /healthz and /metrics.
+"""The control plane's one listener: the control page at /, the WebSocket protocol at /ws,
+/healthz and /metrics.
 
 aiohttp.web serves it, because it is already a dependency (slack-sdk and aiogram run on it)
 and has both a WebSocket server and client; uvicorn would need a WebSocket library we do
@@ -9,9 +10,11 @@ Security, in the order a connection meets it:
 
 - The listener is on loopback unless `[control] allow_remote` says otherwise (with a
   warning). Forwarded headers (X-Forwarded-For and friends) are never read.
-- /ws and /metrics refuse any query string: a token in a URL ends up in shell histories,
+- /, /ws and /metrics refuse any query string: a token in a URL ends up in shell histories,
   browser histories and proxy logs, so none is ever accepted there.
-- /ws refuses a browser page from another origin (a page's Origin must name this host).
+- / and /ws refuse a Host that is not loopback while the listener is (a DNS-rebinding page
+  names its own host), and /ws refuses a browser page from another origin (a page's Origin
+  must name this host). The page itself holds no data and carries a strict CSP (page.py).
 - The first frame must be `connect` with a token, within `AUTH_WITHIN` seconds; anything
   else, or a wrong token, closes the socket. Frames are capped at `protocol.MAX_FRAME`
   from the first byte, so an unauthenticated client cannot make us buffer more.
@@ -22,6 +25,7 @@ Security, in the order a connection meets it:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Mapping
@@ -36,7 +40,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from mbe_gateway import __version__
 from mbe_gateway.config import ControlSettings, is_loopback
-from mbe_gateway.control import metrics, protocol, status
+from mbe_gateway.control import metrics, page, protocol, status
 from mbe_gateway.control.auth import Scope, Tokens, allows, ensure_tokens
 from mbe_gateway.control.events import Event
 from mbe_gateway.control.measured_mbe import MeasuredMBE
@@ -66,7 +70,7 @@ MAX_IN_FLIGHT: Final = 16  # requests being answered on one connection
 WATCH_EVERY: Final = 0.5  # seconds between looks at the components' states
 HEALTH_WITHIN: Final = 2.0  # seconds the store has to answer /healthz
 SHUTDOWN_WITHIN: Final = 2.0  # seconds open requests get when the daemon stops
-EVENTS: Final = ("message", "state", "chat.delta")
+EVENTS: Final = ("message", "state", "pairing", "chat.delta")
 
 
 async def serve(
@@ -142,7 +146,9 @@ class ControlServer:
         remote = not is_loopback(host)
         if remote and not self.settings.allow_remote:
             raise ConfigError(f"[control] host {host!r} is not loopback; set allow_remote = true to bind it")
+        shown = page.load(self.gateway.assistant.language)
         app = web.Application()
+        app.router.add_get("/", functools.partial(self._page, shown))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/ws", self._websocket)
@@ -173,6 +179,21 @@ class ControlServer:
             sock.close()
 
     # --- HTTP ---------------------------------------------------------------------------------
+
+    async def _page(self, shown: page.Page, request: web.Request) -> web.Response:
+        if request.query_string:
+            return self._refuse_http(request, 400, "query_string", _NO_QUERY)
+        if not self._local_host(request):
+            return self._refuse_http(request, 403, "foreign_host", _FOREIGN_HOST)
+        return web.Response(body=shown.body, headers=shown.headers(request.host))
+
+    def _local_host(self, request: web.Request) -> bool:
+        """Whether the request names this machine: a page that reached a loopback listener
+        under another name got there by DNS rebinding. Beyond loopback any name goes."""
+        if self.settings.allow_remote:
+            return True
+        hostname = urlsplit(f"//{request.host}").hostname
+        return hostname is not None and is_loopback(hostname)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         """ok while the daemon can use its store; nothing else, to anyone."""
@@ -229,6 +250,8 @@ class ControlServer:
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if request.query_string:
             return self._refuse_http(request, 400, "query_string", _NO_QUERY)
+        if not self._local_host(request):
+            return self._refuse_http(request, 403, "foreign_host", _FOREIGN_HOST)
         origin = request.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != request.host:
             return self._refuse_http(
@@ -282,6 +305,7 @@ class ControlServer:
         hello = {
             "scope": scope,
             "version": __version__,
+            "language": self.gateway.assistant.language,
             "methods": sorted(name for name, method in METHODS.items() if allows(scope, method.scope)),
             "events": list(EVENTS),
             "max_frame": protocol.MAX_FRAME,
@@ -322,6 +346,8 @@ _NO_QUERY: Final = (
     "this endpoint takes no query string: tokens are never accepted in a URL; send them in the "
     "connect frame (WebSocket) or an Authorization: Bearer header\n"
 )
+
+_FOREIGN_HOST: Final = "this control plane answers only to a loopback name (127.0.0.1, localhost, ::1)\n"
 
 
 class _Connection:
