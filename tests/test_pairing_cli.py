@@ -1,4 +1,5 @@
-"""The owner lists, approves, denies and revokes from the command line."""
+"""The owner lists, approves, denies and revokes from the command line, with no daemon running:
+straight in the store (tests/test_owner_cli.py has the same through a running daemon)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ async def test_the_owner_approves_a_code_and_the_sender_is_told(home: Path) -> N
     approved = await anyio.to_thread.run_sync(cli, "pairing", "approve", code.lower())
     assert approved.returncode == 0, approved.stderr
     assert "Approved Ann on telegram." in approved.stdout
+    assert "No daemon answered: done in its database; they are told when it starts." in approved.stdout
     async with await open_database(home / "gateway.sqlite3") as db:
         assert await pairing.is_allowed(db, "telegram", "4242")
         (message,) = await outbox.due(db)

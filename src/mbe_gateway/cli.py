@@ -20,8 +20,11 @@ from mbe_gateway import __version__
 from mbe_gateway.errors import GatewayError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from rich.console import Console
 
+    from mbe_gateway.control.owner import Answer
     from mbe_gateway.secrets import Secrets
 
 
@@ -58,10 +61,15 @@ service_app = typer.Typer(
     help="Run the daemon as a service: a systemd user unit (Linux) or a LaunchAgent (macOS).",
     no_args_is_help=True,
 )
+sessions_app = typer.Typer(
+    help="The running daemon's conversations: `sessions` lists them, `sessions show KEY` shows one.",
+    invoke_without_command=True,
+)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(config_app, name="config")
 app.add_typer(pairing_app, name="pairing")
 app.add_typer(service_app, name="service")
+app.add_typer(sessions_app, name="sessions")
 
 
 def main() -> None:
@@ -259,79 +267,186 @@ def pairing_list(ctx: typer.Context) -> None:
     import anyio
     from rich.table import Table
 
-    from mbe_gateway.store import open_database, pairing
+    from mbe_gateway.config import load_config
+    from mbe_gateway.control import owner
 
-    async def read() -> tuple[list[Any], list[Any]]:
-        async with await open_database() as db:
-            return await pairing.pending(db), await pairing.allowed(db)
-
-    pending, allowed = anyio.run(read)
+    config = load_config(_options(ctx).config)
+    answer = anyio.run(owner.pairing_list, config, _secrets(ctx))
+    pending, approved = answer.payload["pending"], answer.payload["approved"]
     console = _console()
     if pending:
         table = Table("code", "channel", "sender", "name", "expires in", box=None, header_style="bold")
         for request in pending:
-            minutes = max(0, round((request.expires_at - _now()) / 60))
+            minutes = max(0, round((request["expires_at"] - _now()) / 60))
             table.add_row(
-                request.code, request.channel, request.sender_id, request.sender_name or "", f"{minutes} min"
+                request["code"],
+                request["channel"],
+                request["sender_id"],
+                request["sender_name"] or "",
+                f"{minutes} min",
             )
         console.print(table)
         console.print("Approve with `mbe-gateway pairing approve CODE`, or `deny CODE`.", style="dim")
     else:
         console.print("No pending pairing requests.")
-    if allowed:
+    if approved:
         console.print(
-            "\nApproved: " + ", ".join(f"{a.channel}:{a.sender_id} ({a.sender_name or '?'})" for a in allowed)
+            "\nApproved: "
+            + ", ".join(f"{a['channel']}:{a['sender_id']} ({a['sender_name'] or '?'})" for a in approved)
         )
 
 
 @pairing_app.command("approve")
 def pairing_approve(ctx: typer.Context, code: str) -> None:
     """Let the sender behind CODE talk to the assistant (they are told so)."""
-    import anyio
+    from mbe_gateway.control import owner
 
-    from mbe_gateway.access import approve
-    from mbe_gateway.config import load_config
-    from mbe_gateway.store import open_database
-
-    language = load_config(_options(ctx).config).gateway.language
-
-    async def run() -> Any:
-        async with await open_database() as db:
-            return await approve(db, code, language)
-
-    request = anyio.run(run)
-    _console().print(f"Approved {request.sender_name or request.sender_id} on {request.channel}.")
+    answer = _pairing_change(ctx, owner.pairing_approve, code)
+    _pairing_done("Approved", answer, "they are told when it starts")
 
 
 @pairing_app.command("deny")
 def pairing_deny(ctx: typer.Context, code: str) -> None:
     """Drop the pairing request behind CODE."""
-    import anyio
+    from mbe_gateway.control import owner
 
-    from mbe_gateway.store import open_database, pairing
-
-    async def run() -> Any:
-        async with await open_database() as db:
-            return await pairing.deny(db, code)
-
-    request = anyio.run(run)
-    _console().print(f"Denied {request.sender_name or request.sender_id} on {request.channel}.")
+    _pairing_done("Denied", _pairing_change(ctx, owner.pairing_deny, code), None)
 
 
 @pairing_app.command("revoke")
 def pairing_revoke(ctx: typer.Context, channel: str, sender_id: str) -> None:
     """Take back an approval: the sender must pair again."""
+    from mbe_gateway.control import owner
+
+    _pairing_done("Revoked", _pairing_change(ctx, owner.pairing_revoke, channel, sender_id), None)
+
+
+def _pairing_change(ctx: typer.Context, change: Callable[..., Awaitable[Answer]], *args: str) -> Answer:
+    """Run one of control.owner's pairing changes: through the daemon, or in the store."""
     import anyio
 
-    from mbe_gateway.store import open_database, pairing
+    from mbe_gateway.config import load_config
 
-    async def run() -> bool:
-        async with await open_database() as db:
-            return await pairing.revoke(db, channel, sender_id)
+    config = load_config(_options(ctx).config)
+    return anyio.run(change, config, _secrets(ctx), *args)
 
-    if not anyio.run(run):
-        _fail(f"{channel}:{sender_id} was not approved; `mbe-gateway pairing list` shows who is")
-    _console().print(f"Revoked {channel}:{sender_id}.")
+
+def _pairing_done(verb: str, answer: Answer, later: str | None) -> None:
+    sender = answer.payload
+    console = _console()
+    console.print(f"{verb} {sender['sender_name'] or sender['sender_id']} on {sender['channel']}.")
+    if not answer.live:
+        note = "No daemon answered: done in its database" + (f"; {later}." if later else ".")
+        console.print(note, style="dim")
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    channel: Annotated[str, typer.Argument(help="A running channel: telegram, discord or slack.")],
+    chat_id: Annotated[str, typer.Argument(help="The chat to write to, as `sessions` lists it.")],
+    text: Annotated[str, typer.Argument(help="What to say.")],
+) -> None:
+    """Send a message to a chat through the running daemon (needs the admin token)."""
+    import anyio
+
+    from mbe_gateway.config import load_config
+    from mbe_gateway.control import owner
+
+    config = load_config(_options(ctx).config)
+    queued = anyio.run(owner.send, config, _secrets(ctx), channel, chat_id, text)
+    _console().print(
+        f"Queued for {channel}:{chat_id} (outbox #{queued['outbox_id']}); the daemon sends it now."
+    )
+
+
+_LIMIT = typer.Option("--limit", "-n", min=1, max=500, help="How many, the most recent first.")
+_CHANNEL = typer.Option("--channel", help="Only this channel's.", metavar="NAME")
+
+
+@sessions_app.callback()
+def sessions(
+    ctx: typer.Context,
+    limit: Annotated[int, _LIMIT] = 20,
+    channel: Annotated[str | None, _CHANNEL] = None,
+) -> None:
+    """List the running daemon's conversations, the most recently active first."""
+    if ctx.invoked_subcommand is None:
+        _sessions_table(ctx, limit, channel)
+
+
+@sessions_app.command("list")
+def sessions_list(
+    ctx: typer.Context,
+    limit: Annotated[int, _LIMIT] = 20,
+    channel: Annotated[str | None, _CHANNEL] = None,
+) -> None:
+    """List the running daemon's conversations, the most recently active first."""
+    _sessions_table(ctx, limit, channel)
+
+
+@sessions_app.command("show")
+def sessions_show(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The session's id, or CHANNEL:CHAT_ID.", metavar="KEY")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500, help="The last N messages.")] = 50,
+) -> None:
+    """Show one conversation's messages since its last reset."""
+    import anyio
+    from rich.table import Table
+
+    from mbe_gateway.config import load_config
+    from mbe_gateway.control import owner
+
+    config = load_config(_options(ctx).config)
+    answer = anyio.run(lambda: owner.history(config, _secrets(ctx), key, limit=limit))
+    session, messages = answer["session"], answer["messages"]
+    console = _console()
+    console.print(
+        f"Session {session['id']}: {session['channel']}:{session['chat_id']}, {session['turns']} turns, "
+        f"last active {_when(session['last_active_at'])}",
+        style="bold",
+    )
+    if not messages:
+        console.print("Nothing said since the last reset.")
+        return
+    table = Table("when", "who", "text", box=None, header_style="bold")
+    for message in messages:
+        who = "assistant" if message["role"] == "assistant" else str(message["sender_id"] or "user")
+        table.add_row(_when(message["created_at"]), who, message["text"])
+    console.print(table)
+
+
+def _sessions_table(ctx: typer.Context, limit: int, channel: str | None) -> None:
+    import anyio
+    from rich.table import Table
+
+    from mbe_gateway.config import load_config
+    from mbe_gateway.control import owner
+
+    config = load_config(_options(ctx).config)
+    found = anyio.run(lambda: owner.sessions(config, _secrets(ctx), limit=limit, channel=channel))
+    console = _console()
+    if not found:
+        console.print("No conversations yet.")
+        return
+    table = Table("id", "channel", "chat", "turns", "last active", box=None, header_style="bold")
+    for session in found:
+        table.add_row(
+            str(session["id"]),
+            session["channel"],
+            session["chat_id"],
+            str(session["turns"]),
+            _when(session["last_active_at"]),
+        )
+    console.print(table)
+    console.print("Show one with `mbe-gateway sessions show ID` (or CHANNEL:CHAT_ID).", style="dim")
+
+
+def _when(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
 @config_app.command("check")

@@ -19,6 +19,7 @@ ever carries a secret's value (only its name).
     │   ├── MBEProtocolError       the server's answer does not fit the tool contract
     │   └── MBEToolMissing         an (optional) tool is not offered by this server
     ├── ControlError           a control-plane request refused or failed (with its protocol code)
+    │   └── DaemonNotRunning       nothing answers on the control plane's address
     ├── AlreadyRunning         another daemon holds the data dir's lock
     ├── ServiceError           installing or querying the OS service (systemd, launchd) failed
     ├── ProviderError          an LLM provider could not answer
@@ -99,6 +100,14 @@ class ControlError(GatewayError):
     def __init__(self, message: str, *, code: str = "failed") -> None:
         super().__init__(message)
         self.code = code
+
+
+class DaemonNotRunning(ControlError):
+    """Nothing answers on the control plane's address: the daemon is not running (or runs
+    without its control plane). Commands with a direct path fall back to it on this one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="unavailable")
 
 
 class AlreadyRunning(GatewayError):

@@ -21,7 +21,7 @@ import anyio
 
 from mbe_gateway.config import ControlSettings
 from mbe_gateway.control.protocol import UNAUTHORIZED, UNAVAILABLE
-from mbe_gateway.errors import ControlError
+from mbe_gateway.errors import ControlError, DaemonNotRunning
 
 OnEvent = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
@@ -83,9 +83,8 @@ async def connect(settings: ControlSettings, token: str) -> AsyncIterator[Contro
             with anyio.fail_after(CONNECT_WITHIN):
                 ws = await session.ws_connect(f"ws://{where}/ws", max_msg_size=MAX_ANSWER, autoping=True)
         except (aiohttp.ClientConnectorError, TimeoutError):
-            raise ControlError(
-                f"the daemon is not running: nothing answers on {where}; start it with `mbe-gateway run`",
-                code=UNAVAILABLE,
+            raise DaemonNotRunning(
+                f"the daemon is not running: nothing answers on {where}; start it with `mbe-gateway run`"
             ) from None
         except aiohttp.WSServerHandshakeError as e:
             raise ControlError(

@@ -28,7 +28,7 @@ from mbe_gateway.control.protocol import (
     optional_text_param,
     text_param,
 )
-from mbe_gateway.errors import ControlError
+from mbe_gateway.errors import ControlError, PairingError
 from mbe_gateway.pipeline import Reply, Request
 from mbe_gateway.store import history, outbox, overview, pairing
 
@@ -185,9 +185,7 @@ async def pairing_revoke(call: Call) -> Mapping[str, Any]:
     approved = {(a.channel, a.sender_id): a for a in await pairing.allowed(call.gateway.db)}
     sender = approved.get((channel, sender_id))
     if sender is None or not await pairing.revoke(call.gateway.db, channel, sender_id):
-        raise ControlError(
-            f"{channel}:{sender_id} is not approved; `pairing.list` shows who is", code=NOT_FOUND
-        )
+        raise PairingError(f"{channel}:{sender_id} is not approved; `pairing list` shows who is")
     return _answered(call, "revoked", channel, sender_id, sender.sender_name)
 
 
