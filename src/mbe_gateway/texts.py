@@ -184,7 +184,7 @@ TEXTS: Final[dict[Language, dict[str, str]]] = {
         "page_chat_failed": "No answer: {message}",
         "page_sessions": "Recent conversations",
         "page_sessions_none": "No conversations yet.",
-        "page_session_turns": "{turns} turns",
+        "page_session_turns": "turns: {turns}",
         "page_history_none": "Nothing said since the last reset.",
         "page_role_user": "user",
         "page_role_assistant": "assistant",
