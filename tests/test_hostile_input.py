@@ -414,3 +414,15 @@ async def test_a_reply_quoting_hostile_markup_renders_safely_on_every_platform(
         )
         if "`" not in part:  # code is shown as written; the sender's allowed_mentions keeps it silent
             assert "@everyone" not in discord_markup.to_discord(part)
+
+
+async def test_the_owners_own_chat_is_cleaned_too(lenient: Served) -> None:
+    """The control plane's chat does not pass through the gateway's door, but reaches the same
+    pipeline: broken text from there is answered, not a crash in SQLite or an MCP call."""
+
+    async def emit(event: str, payload: Mapping[str, Any]) -> None:
+        """The streamed pieces are not what this test looks at."""
+
+    params = {"text": "half \ud800 an emoji, a nul\x00 and \x1b[0m"}
+    answer = await methods.chat_send(methods.Call(lenient.gateway, methods.ServerState(), "r1", params, emit))
+    assert answer["text"].startswith("You said: half \ufffd an emoji, a nul and [0m")

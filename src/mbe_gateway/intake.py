@@ -1,10 +1,13 @@
 """What the gateway lets in, after access: clean text, a bounded size, a bounded rate per sender.
 
 `clean` makes a platform message safe for everything downstream (SQLite, the JSON logs, MCP
-calls, the platforms' markup) in one place: lone surrogates (what invalid UTF-8 becomes once
-decoded with `surrogateescape`, or what a JSON `"\\ud800"` escape gives) turn into U+FFFD,
-NUL and the other control characters go, line breaks become `\\n`; names and ids are single
-lines, and a display name is bounded (in a group it is put in the prompt).
+calls, the platforms' markup) at the gateway's door, before access is decided (a name is
+stored with a pairing request); `pipeline.Request` applies `clean_text` again, for the doors
+that are not the gateway's (the owner's control-plane and terminal chats). Lone surrogates
+(what invalid UTF-8 becomes once decoded with `surrogateescape`, or what a JSON `"\\ud800"`
+escape gives) turn into U+FFFD, NUL and the other control characters go, line breaks become
+`\\n`; names and ids are single lines, and a display name is bounded (in a group it is put
+in the prompt).
 
 `Intake.admit` then decides, per message, without touching the disk:
 

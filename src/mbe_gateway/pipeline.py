@@ -31,6 +31,7 @@ from mbe_gateway import commands, prompt
 from mbe_gateway.config import AssistantSettings
 from mbe_gateway.contract import Learning, MemoryPage, Routing, Surprise
 from mbe_gateway.errors import AllProvidersFailed, MBEError
+from mbe_gateway.intake import clean_text
 from mbe_gateway.llm import Chain, ChatMessage
 from mbe_gateway.store import Database, exchanges, history, outbox, sessions
 from mbe_gateway.store.sessions import Session
@@ -83,6 +84,12 @@ class Request:
     reply_to: str | None = None  # where the platform threads the answer
     meta: Mapping[str, Any] = field(default_factory=dict)  # the channel's extras, for the reply
     late: bool = False  # received while the gateway was down: the answer says so
+
+    def __post_init__(self) -> None:
+        # Not every door is the gateway's (which cleans what channels deliver): the control
+        # plane's chat and the terminal chat lead here too. Text that SQLite, the JSON logs or
+        # an MCP call would choke on (a lone surrogate, NUL) is made safe whichever way it came.
+        object.__setattr__(self, "texts", tuple(clean_text(text) for text in self.texts))
 
     @property
     def text(self) -> str:
