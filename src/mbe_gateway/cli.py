@@ -489,6 +489,19 @@ def engine(
 
 
 @app.command()
+def mcp(ctx: typer.Context) -> None:
+    """Serve MBE's memory and the gateway's chats to Claude Desktop, Cursor, ... (MCP over stdio)."""
+    from mbe_gateway import logs
+    from mbe_gateway.config import load_config
+    from mbe_gateway.mcp_server import serve
+
+    options = _options(ctx)
+    config = load_config(options.config)
+    logs.configure("debug" if options.debug else "info", console=True)  # stderr: stdout is the wire
+    serve(config)
+
+
+@app.command()
 def chat(
     ctx: typer.Context,
     message: Annotated[

@@ -45,3 +45,42 @@ def _pid_in(fd: int) -> int | None:
     """The holder's pid as it wrote it (None while it has not yet written it)."""
     text = os.pread(fd, 32, 0).decode(errors="replace").strip()
     return int(text) if text.isdigit() else None
+
+
+def holder(data_dir: Path) -> int | None:
+    """The pid of the daemon holding `data_dir`, or None when no daemon holds it.
+
+    For processes that must know whether a daemon runs without ever stopping one from
+    starting (`mbe-gateway mcp` asks before each call). Testing the lock means taking it for a
+    moment, and a daemon starting in that moment would be refused; so the lock is tested only
+    when the pid in the file is alive, which is always so while a daemon holds it (it writes
+    its pid right after locking). A dead or absent pid means no daemon without touching the
+    lock; an alive one (a daemon, or a reused pid) is settled by a shared, non-blocking try.
+    """
+    path = data_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        pid = _pid_in(fd)
+        if pid is None or not _alive(pid):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return pid
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from mbe_gateway import __version__, access
+from mbe_gateway import __version__, access, contract
 from mbe_gateway.control import events, status
 from mbe_gateway.control.auth import Scope
 from mbe_gateway.control.protocol import (
+    FAILED,
+    INVALID_PARAMS,
     NOT_FOUND,
     UNAVAILABLE,
     RequestId,
@@ -28,7 +30,7 @@ from mbe_gateway.control.protocol import (
     optional_text_param,
     text_param,
 )
-from mbe_gateway.errors import ControlError, PairingError
+from mbe_gateway.errors import ControlError, MBEToolError, PairingError
 from mbe_gateway.pipeline import Reply, Request
 from mbe_gateway.store import history, outbox, overview, pairing
 
@@ -39,6 +41,8 @@ CONTROL_CHANNEL: Final = "control"  # the channel name of conversations held thr
 OWNER: Final = "owner"  # who speaks there: the one who holds the admin token
 MAX_TEXT: Final = 32_000  # characters in a chat message or a message to send
 MAX_CHAT_ID: Final = 256
+MAX_FOUND_CHARS: Final = 2000  # characters of each message a history search shows
+MBE_TOOLS: Final = (*contract.REQUIRED_TOOLS, *contract.OPTIONAL_TOOLS)
 
 Emit = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
@@ -115,6 +119,17 @@ async def sessions_history(call: Call) -> Mapping[str, Any]:
     }
 
 
+async def history_search(call: Call) -> Mapping[str, Any]:
+    """Messages holding every word of `query`, newest first (overview.search_messages)."""
+    query = text_param(call.params, "query", max_chars=500)
+    limit = int_param(call.params, "limit", default=20, low=1, high=100)
+    channel = optional_text_param(call.params, "channel", max_chars=64)
+    found = await overview.search_messages(
+        call.gateway.db, query, limit=limit, channel=channel, max_chars=MAX_FOUND_CHARS
+    )
+    return {"messages": [asdict(m) for m in found]}
+
+
 async def pairing_list(call: Call) -> Mapping[str, Any]:
     db = call.gateway.db
     return {
@@ -164,6 +179,24 @@ async def send(call: Call) -> Mapping[str, Any]:
     return {"outbox_id": item.id, "state": item.state}
 
 
+async def mbe_call(call: Call) -> Mapping[str, Any]:
+    """One MBE tool call on the daemon's own engine, so other MCP clients (`mbe-gateway mcp`)
+    share its memory instead of starting a second engine on the same database. Admin: most
+    tools write (a memory, or the observation mbe_surprise records)."""
+    tool = text_param(call.params, "tool", max_chars=64)
+    if tool not in MBE_TOOLS:
+        known = ", ".join(MBE_TOOLS)
+        raise ControlError(f'"tool" must be one of {known}, got {tool[:64]!r}', code=INVALID_PARAMS)
+    arguments = call.params.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise ControlError('"arguments" must be an object', code=INVALID_PARAMS)
+    try:
+        result = await call.gateway.assistant.mbe.call(tool, arguments)
+    except MBEToolError as e:  # the engine refused the call: the caller's problem, not an outage
+        raise ControlError(str(e), code=FAILED) from None
+    return {"tool": tool, "result": result}
+
+
 async def pairing_approve(call: Call) -> Mapping[str, Any]:
     """Let the sender behind `code` talk to the assistant; they are told so in their chat."""
     code = text_param(call.params, "code", max_chars=64)
@@ -196,8 +229,10 @@ METHODS: Final[Mapping[str, Method]] = MappingProxyType(
         "sessions.list": Method("read", sessions_list, "conversations, the most recently active first"),
         "sessions.history": Method("read", sessions_history, "one conversation since its last reset"),
         "pairing.list": Method("read", pairing_list, "pending pairing requests and approved senders"),
+        "history.search": Method("read", history_search, "messages holding words, newest first"),
         "chat.send": Method("admin", chat_send, "talk to the assistant, with the answer streamed"),
         "send": Method("admin", send, "send a message to a chat on a running channel"),
+        "mbe.call": Method("admin", mbe_call, "call a tool of the daemon's MBE engine"),
         "pairing.approve": Method("admin", pairing_approve, "let a sender in by their code"),
         "pairing.deny": Method("admin", pairing_deny, "drop a pairing request by its code"),
         "pairing.revoke": Method("admin", pairing_revoke, "take back a sender's approval"),

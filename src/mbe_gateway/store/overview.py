@@ -1,4 +1,5 @@
-"""Read-only looks across the tables, for the control plane: the sessions, and how much waits.
+"""Read-only looks across the tables, for the control plane: the sessions, how much waits, and
+a text search over the history.
 
 Kept apart from the table modules because nothing on the answering path needs them; each is
 one cheap query (the queue counts use the partial indexes on open inbox rows and on pending
@@ -9,10 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from mbe_gateway.store import sessions
 from mbe_gateway.store.db import Database
 from mbe_gateway.store.sessions import Session
+
+SEARCH_SCAN: Final = 200_000  # a history search looks at most at this many of the newest messages
+MAX_SEARCH_WORDS: Final = 8
 
 
 @dataclass(frozen=True)
@@ -49,3 +54,62 @@ async def recent_sessions(db: Database, *, limit: int, channel: str | None = Non
 async def session(db: Database, session_id: int) -> Session | None:
     rows = await db.fetch("SELECT * FROM sessions WHERE id = ?", (session_id,))
     return sessions.from_row(rows[0]) if rows else None
+
+
+@dataclass(frozen=True)
+class FoundMessage:
+    id: int
+    session_id: int
+    channel: str
+    chat_id: str
+    role: str  # user | assistant
+    sender_id: str | None
+    text: str  # at most `max_chars` of it
+    clipped: bool  # the message is longer than `text`
+    created_at: float
+
+
+async def search_messages(
+    db: Database, query: str, *, limit: int, channel: str | None = None, max_chars: int = 2000
+) -> list[FoundMessage]:
+    """Up to `limit` messages holding every word of `query`, newest first, on one channel or all.
+
+    A word matches anywhere in a message (SQL LIKE, case-insensitive for ASCII), so Chinese is
+    found inside a sentence (花生 in 我对花生过敏) as English is inside a word; `%`, `_` and the
+    backslash are matched literally. All of history is searched, also before a session's /reset. Words
+    past the first MAX_SEARCH_WORDS are ignored. The scan is bounded (the newest SEARCH_SCAN
+    messages, and it stops at `limit` matches) because it holds the connection the daemon
+    answers with: no full-text index to keep in step, at the price of not ranking by relevance.
+    """
+    words = [_like_pattern(word) for word in query.split()[:MAX_SEARCH_WORDS]]
+    if not words:
+        return []
+    matches = " AND ".join(["m.text LIKE ? ESCAPE '\\'"] * len(words))
+    rows = await db.fetch(
+        "SELECT m.id, m.session_id, s.channel, s.chat_id, m.role, m.sender_id,"  # noqa: S608 ("?" only)
+        " substr(m.text, 1, ?) AS text, length(m.text) > ? AS clipped, m.created_at"
+        " FROM messages m JOIN sessions s ON s.id = m.session_id"
+        " WHERE m.id > (SELECT coalesce(max(id), 0) FROM messages) - ?"
+        f" AND (? IS NULL OR s.channel = ?) AND {matches}"
+        " ORDER BY m.id DESC LIMIT ?",
+        (max_chars, max_chars, SEARCH_SCAN, channel, channel, *words, limit),
+    )
+    return [
+        FoundMessage(
+            id=row["id"],
+            session_id=row["session_id"],
+            channel=row["channel"],
+            chat_id=row["chat_id"],
+            role=row["role"],
+            sender_id=row["sender_id"],
+            text=row["text"],
+            clipped=bool(row["clipped"]),
+            created_at=row["created_at"],
+        )
+        for row in rows
+    ]
+
+
+def _like_pattern(word: str) -> str:
+    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

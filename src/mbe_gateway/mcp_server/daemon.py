@@ -1,0 +1,97 @@
+"""The running daemon as the MCP server's backend: every tool forwarded over the control protocol.
+
+The MBE tools go to the daemon's own engine (`mbe.call`), so Claude and the chat channels share
+one engine process and one memory; the rest map onto `send`, `sessions.list`,
+`history.search` and `status`. Each call opens its own connection (a few milliseconds on
+loopback, which a person-paced MCP client does not notice) so a daemon that restarts between
+two calls costs nothing. A daemon that holds the data dir but whose control plane does not
+answer yet (it is starting) is waited for, briefly; one that never answers is reported, never
+worked around with a second engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from mbe_gateway.errors import ControlError
+
+if TYPE_CHECKING:
+    from mbe_gateway.config import Config
+    from mbe_gateway.control.auth import Scope
+    from mbe_gateway.secrets import Secrets
+
+log = logging.getLogger(__name__)
+
+REACH_WITHIN: Final = 15.0  # seconds a starting daemon's control plane gets to answer
+RETRY_EVERY: Final = 0.25
+ANSWER_MARGIN: Final = 10.0  # seconds beyond the daemon's own MBE call timeout
+
+
+class Daemon:
+    """The daemon holding the data dir (pid `pid`), reached through its control plane."""
+
+    def __init__(self, config: Config, secrets: Secrets, *, still_running: Callable[[], bool]) -> None:
+        """`still_running` says whether the daemon still holds the data dir: waiting for its
+        control plane stops as soon as it does not."""
+        self._config = config
+        self._secrets = secrets
+        self._still_running = still_running
+
+    async def mbe(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        answer = await self._call("mbe.call", {"tool": tool, "arguments": dict(arguments)}, "admin")
+        result = answer.get("result")
+        return result if isinstance(result, dict) else {}
+
+    async def send(self, channel: str, chat_id: str, text: str) -> dict[str, Any]:
+        answer = await self._call("send", {"channel": channel, "chat_id": chat_id, "text": text}, "admin")
+        return {**answer, "sent_by": "the daemon's delivery worker"}
+
+    async def conversations(self, limit: int, channel: str | None) -> dict[str, Any]:
+        return await self._call("sessions.list", {"limit": limit, "channel": channel}, "read")
+
+    async def search(self, query: str, limit: int, channel: str | None) -> dict[str, Any]:
+        params = {"query": query, "limit": limit, "channel": channel}
+        return await self._call("history.search", params, "read")
+
+    async def status(self) -> dict[str, Any]:
+        return await self._call("status", {}, "read")
+
+    async def _call(self, method: str, params: Mapping[str, Any], scope: Scope) -> dict[str, Any]:
+        from mbe_gateway.control.auth import client_token
+        from mbe_gateway.control.client import connect
+        from mbe_gateway.control.protocol import UNAVAILABLE
+
+        token = client_token(self._secrets, scope)
+        deadline = anyio.current_time() + REACH_WITHIN
+        async with AsyncExitStack() as stack:
+            while True:
+                try:
+                    client = await stack.enter_async_context(connect(self._config.control, token))
+                    break
+                except ControlError as e:
+                    if e.code != UNAVAILABLE or anyio.current_time() >= deadline:
+                        raise _unreachable(e) from None
+                    if not self._still_running():
+                        raise ControlError(
+                            "the daemon stopped while this call was being made; call again "
+                            "(without a daemon this MCP server uses its own engine)",
+                            code=UNAVAILABLE,
+                        ) from None
+                    await anyio.sleep(RETRY_EVERY)
+            within = self._config.mbe.call_timeout + ANSWER_MARGIN
+            with anyio.move_on_after(within):
+                return await client.call(method, params)
+            raise ControlError(f"the daemon did not answer {method} within {within:g} s; is it overloaded?")
+
+
+def _unreachable(error: ControlError) -> ControlError:
+    return ControlError(
+        f"{error} (the daemon holds the data dir, so this MCP server does not start a second "
+        "engine beside it; `mbe-gateway status` shows how it is)",
+        code=error.code,
+    )
