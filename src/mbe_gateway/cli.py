@@ -65,11 +65,15 @@ sessions_app = typer.Typer(
     help="The running daemon's conversations: `sessions` lists them, `sessions show KEY` shows one.",
     invoke_without_command=True,
 )
+claude_app = typer.Typer(
+    help="Let Claude Desktop use mbe-gateway's memory and chats (its MCP server).", no_args_is_help=True
+)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(config_app, name="config")
 app.add_typer(pairing_app, name="pairing")
 app.add_typer(service_app, name="service")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(claude_app, name="claude-desktop")
 
 
 def main() -> None:
@@ -499,6 +503,65 @@ def mcp(ctx: typer.Context) -> None:
     config = load_config(options.config)
     logs.configure("debug" if options.debug else "info", console=True)  # stderr: stdout is the wire
     serve(config)
+
+
+_PLATFORM = typer.Option(
+    "--platform", help="Whose config file: macos, windows or linux (default: this machine's).", metavar="NAME"
+)
+
+
+def _claude_config(platform: str | None) -> Path:
+    from mbe_gateway import claude_desktop
+
+    if platform is not None and platform not in claude_desktop.PLATFORMS:
+        expected = ", ".join(claude_desktop.PLATFORMS)
+        raise typer.BadParameter(f"expected one of {expected}, got {platform!r}", param_hint="--platform")
+    chosen = next((p for p in claude_desktop.PLATFORMS if p == platform), claude_desktop.this_platform())
+    return claude_desktop.config_path(chosen)
+
+
+@claude_app.command("install")
+def claude_install(
+    ctx: typer.Context,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Only print the JSON entry; change no file.")
+    ] = False,
+    platform: Annotated[str | None, _PLATFORM] = None,
+) -> None:
+    """Add mbe-gateway to Claude Desktop's MCP servers (other servers are kept; a backup is made)."""
+    from mbe_gateway import claude_desktop
+
+    entry = claude_desktop.server_entry(claude_desktop.this_command(), config=_options(ctx).config)
+    if print_only:
+        typer.echo(claude_desktop.snippet(entry), nl=False)
+        return
+    path = _claude_config(platform)
+    had_folder = path.parent.exists()
+    change = claude_desktop.install(path, entry)
+    console = _console()
+    if change.action == "unchanged":
+        console.print(f"Claude Desktop already starts mbe-gateway ({path}); nothing changed.")
+        return
+    console.print(f"{change.action.capitalize()} mbe-gateway in {path}.")
+    if change.backup is not None:
+        console.print(f"The file as it was: {change.backup}", style="dim")
+    if not had_folder:
+        console.print("Note: that folder did not exist yet; is Claude Desktop installed?", style="yellow")
+    console.print("Restart Claude Desktop to load it (see docs/mcp.md).")
+
+
+@claude_app.command("uninstall")
+def claude_uninstall(platform: Annotated[str | None, _PLATFORM] = None) -> None:
+    """Remove mbe-gateway from Claude Desktop's MCP servers, and nothing else."""
+    from mbe_gateway import claude_desktop
+
+    change = claude_desktop.uninstall(_claude_config(platform))
+    console = _console()
+    if change.action == "absent":
+        console.print(f"mbe-gateway is not in {change.path}; nothing changed.")
+        return
+    console.print(f"Removed mbe-gateway from {change.path} (the file as it was: {change.backup}).")
+    console.print("Restart Claude Desktop for it to take effect.")
 
 
 @app.command()
