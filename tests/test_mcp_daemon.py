@@ -29,6 +29,9 @@ from mcp import Client, StdioServerParameters
 from fake_llm_servers import serve_fake_llm
 from fakes.telegram import ALICE, FakeTelegram, serve_fake_telegram
 from mbe_gateway import contract
+from mbe_gateway.config import ControlSettings
+from mbe_gateway.control.client import connect
+from mbe_gateway.errors import ControlError
 
 pytestmark = pytest.mark.anyio
 
@@ -48,6 +51,8 @@ class World:
     mcp: Client
     early_memory: str  # written through MCP before the daemon started
     early_engine_pid: int  # the MCP server's own engine, then
+    port: int  # the daemon's control plane
+    tokens: dict[str, str]
 
 
 def free_port() -> int:
@@ -85,9 +90,11 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     home = tmp_path_factory.mktemp("mcp-daemon") / "home"
     home.mkdir()
     config = home.parent / "config.toml"
+    port = free_port()
+    tokens = {"admin": secrets.token_urlsafe(32), "read": secrets.token_urlsafe(32)}
     async with serve_fake_telegram() as telegram, serve_fake_llm() as llm:
         config.write_text(
-            f"[control]\nport = {free_port()}\n"
+            f"[control]\nport = {port}\n"
             "[[llm.providers]]\n"
             f'kind = "openai"\nbase_url = "{llm.openai_url}"\nmodel = "m"\n'
             "[channels.telegram]\n"
@@ -98,8 +105,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             "MBE_GATEWAY_HOME": str(home),
             "MBE_GATEWAY_CONFIG": str(config),
             "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
-            "MBE_GATEWAY_SECRET_CONTROL_ADMIN_TOKEN": secrets.token_urlsafe(32),
-            "MBE_GATEWAY_SECRET_CONTROL_READ_TOKEN": secrets.token_urlsafe(32),
+            "MBE_GATEWAY_SECRET_CONTROL_ADMIN_TOKEN": tokens["admin"],
+            "MBE_GATEWAY_SECRET_CONTROL_READ_TOKEN": tokens["read"],
         }
         params = StdioServerParameters(command=SCRIPT, args=["mcp"], env=ours)
         async with Client(params, read_timeout_seconds=90) as mcp:
@@ -121,7 +128,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             async with await anyio.open_process(command, env=env) as daemon:
                 try:
                     await telegram.wait_polling(timeout=60)
-                    yield World(home, telegram, daemon, mcp, written["memory_id"], engine_pid)
+                    yield World(home, telegram, daemon, mcp, written["memory_id"], engine_pid, port, tokens)
                 finally:
                     if daemon.returncode is None:
                         daemon.send_signal(signal.SIGTERM)
@@ -191,6 +198,29 @@ async def test_conversations_and_history_come_from_the_daemon(world: World) -> N
     found = (await call(world.mcp, "gateway_search_history", {"query": "山里 weekends"}))["messages"]
     assert [m["text"] for m in found] == ["Hello! I love hiking in 山里 on weekends."]
     assert found[0]["sender_id"] == str(ALICE.id)
+
+
+async def test_the_control_protocol_methods_behind_it_check_what_they_are_given(world: World) -> None:
+    control = ControlSettings(port=world.port)
+    async with connect(control, world.tokens["admin"]) as admin:
+        read = {"user_id": "telegram:1001", "query": "Mochi"}
+        answer = await admin.call("mbe.call", {"tool": contract.MEMORY_READ, "arguments": read})
+        assert answer["tool"] == contract.MEMORY_READ and answer["result"]["total_count"] >= 2
+        with pytest.raises(ControlError) as unknown:
+            await admin.call("mbe.call", {"tool": "drop_everything", "arguments": {}})
+        assert unknown.value.code == "invalid_params"
+        with pytest.raises(ControlError) as refused:
+            await admin.call("mbe.call", {"tool": contract.MEMORY_WRITE, "arguments": {"user_id": "x"}})
+        assert refused.value.code == "failed" and "memory_type" in str(refused.value)
+        with pytest.raises(ControlError) as blank:
+            await admin.call("history.search", {"query": "  "})
+        assert blank.value.code == "invalid_params"
+    async with connect(control, world.tokens["read"]) as reader:
+        found = await reader.call("history.search", {"query": "山里", "limit": 1})
+        assert len(found["messages"]) == 1
+        with pytest.raises(ControlError) as forbidden:
+            await reader.call("mbe.call", {"tool": contract.MEMORY_READ, "arguments": {}})
+        assert forbidden.value.code == "forbidden"
 
 
 async def test_when_the_daemon_stops_the_mcp_server_serves_on_its_own_again(world: World) -> None:
