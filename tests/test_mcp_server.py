@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,10 +20,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from mcp import Client, StdioServerParameters
 
-from mbe_gateway import contract
+from mbe_gateway import contract, lock
 from mbe_gateway.engine.server import tool_list as engine_tools
 from mbe_gateway.store import history, open_database, sessions
 from mbe_gateway.store.overview import queue_depths
+from test_lock_holder import daemon_holding
 
 pytestmark = pytest.mark.anyio
 
@@ -43,8 +45,8 @@ def mcp_env(home: Path) -> dict[str, str]:
     }
 
 
-def mcp_client(home: Path) -> Client:
-    params = StdioServerParameters(command=SCRIPT, args=["mcp"], env=mcp_env(home))
+def mcp_client(home: Path, **extra: str) -> Client:
+    params = StdioServerParameters(command=SCRIPT, args=["mcp"], env={**mcp_env(home), **extra})
     return Client(params, read_timeout_seconds=60)
 
 
@@ -250,3 +252,27 @@ def test_stdout_carries_only_protocol_frames_and_closing_stdin_stops_it_and_its_
     while Path(f"/proc/{engine_pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{engine_pid}").exists(), "the engine outlived the MCP server"
+
+
+async def test_a_daemon_that_holds_the_data_dir_but_does_not_answer_gets_no_second_engine(
+    tmp_path: Path, home: Path
+) -> None:
+    """A daemon runs (it holds the lock) but nothing answers on its control plane: calls fail,
+    saying so, and no engine is started beside the daemon's; once it is gone, calls work."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    (tmp_path / "config.toml").write_text(f"[control]\nport = {port}\n")
+    write = {"user_id": "u", "memory_type": "note", "content": {"n": "hello"}}
+    token = {"MBE_GATEWAY_SECRET_CONTROL_ADMIN_TOKEN": "t" * 43}
+    async with mcp_client(home, **token) as client:
+        with daemon_holding(home) as daemon:
+            long_ago = time.time() - 60  # it started a minute ago: no use waiting for it
+            os.utime(home / lock.LOCK_FILE, (long_ago, long_ago))
+            refused = await refusal(client, contract.MEMORY_WRITE, write)
+            assert "a daemon runs on this data dir" in refused and f"127.0.0.1:{port}" in refused
+            assert "second engine" in refused
+            assert not (home / "engine.sqlite3").exists()
+            assert daemon.poll() is None
+        assert (await call(client, contract.MEMORY_WRITE, write))["memory_id"]
+        assert (home / "engine.sqlite3").exists()

@@ -5,19 +5,24 @@ one engine process and one memory; the rest map onto `send`, `sessions.list`,
 `history.search` and `status`. Each call opens its own connection (a few milliseconds on
 loopback, which a person-paced MCP client does not notice) so a daemon that restarts between
 two calls costs nothing. A daemon that holds the data dir but whose control plane does not
-answer yet (it is starting) is waited for, briefly; one that never answers is reported, never
-worked around with a second engine.
+answer yet is waited for until REACH_WITHIN seconds after it started (when it wrote its pid
+in the lock file); one that never answers is reported, never worked around with a second
+engine.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from mbe_gateway import lock
+from mbe_gateway.control.protocol import UNAVAILABLE
 from mbe_gateway.errors import ControlError
 
 if TYPE_CHECKING:
@@ -27,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REACH_WITHIN: Final = 15.0  # seconds a starting daemon's control plane gets to answer
+REACH_WITHIN: Final = 15.0  # seconds from a daemon's start its control plane gets to answer
 RETRY_EVERY: Final = 0.25
 ANSWER_MARGIN: Final = 10.0  # seconds beyond the daemon's own MBE call timeout
 
@@ -35,11 +40,14 @@ ANSWER_MARGIN: Final = 10.0  # seconds beyond the daemon's own MBE call timeout
 class Daemon:
     """The daemon holding the data dir (pid `pid`), reached through its control plane."""
 
-    def __init__(self, config: Config, secrets: Secrets, *, still_running: Callable[[], bool]) -> None:
+    def __init__(
+        self, config: Config, secrets: Secrets, data_dir: Path, *, still_running: Callable[[], bool]
+    ) -> None:
         """`still_running` says whether the daemon still holds the data dir: waiting for its
         control plane stops as soon as it does not."""
         self._config = config
         self._secrets = secrets
+        self._lock_file = data_dir / lock.LOCK_FILE
         self._still_running = still_running
 
     async def mbe(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,18 +72,19 @@ class Daemon:
     async def _call(self, method: str, params: Mapping[str, Any], scope: Scope) -> dict[str, Any]:
         from mbe_gateway.control.auth import client_token
         from mbe_gateway.control.client import connect
-        from mbe_gateway.control.protocol import UNAVAILABLE
 
         token = client_token(self._secrets, scope)
-        deadline = anyio.current_time() + REACH_WITHIN
+        deadline = anyio.current_time() + self._starting_for_up_to()
         async with AsyncExitStack() as stack:
             while True:
                 try:
                     client = await stack.enter_async_context(connect(self._config.control, token))
                     break
                 except ControlError as e:
-                    if e.code != UNAVAILABLE or anyio.current_time() >= deadline:
-                        raise _unreachable(e) from None
+                    if e.code != UNAVAILABLE:
+                        raise  # a refused token, or not a control plane: its message says what to do
+                    if anyio.current_time() >= deadline:
+                        raise self._silent() from None
                     if not self._still_running():
                         raise ControlError(
                             "the daemon stopped while this call was being made; call again "
@@ -88,10 +97,19 @@ class Daemon:
                 return await client.call(method, params)
             raise ControlError(f"the daemon did not answer {method} within {within:g} s; is it overloaded?")
 
+    def _starting_for_up_to(self) -> float:
+        """Seconds left of REACH_WITHIN since the daemon started (it wrote the lock file then)."""
+        try:
+            started = self._lock_file.stat().st_mtime
+        except OSError:
+            return REACH_WITHIN
+        return max(0.0, min(REACH_WITHIN, started + REACH_WITHIN - time.time()))
 
-def _unreachable(error: ControlError) -> ControlError:
-    return ControlError(
-        f"{error} (the daemon holds the data dir, so this MCP server does not start a second "
-        "engine beside it; `mbe-gateway status` shows how it is)",
-        code=error.code,
-    )
+    def _silent(self) -> ControlError:
+        where = f"{self._config.control.host}:{self._config.control.port}"
+        return ControlError(
+            f"a daemon runs on this data dir, but its control plane does not answer on {where}: check "
+            "that it and this MCP server use the same config, and `mbe-gateway status`. This MCP "
+            "server does not start a second engine beside the daemon's",
+            code=UNAVAILABLE,
+        )

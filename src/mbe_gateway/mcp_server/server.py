@@ -80,7 +80,7 @@ class Router:
     _served_by: int | None = field(init=False, default=-1)  # the daemon's pid, None: ourselves
 
     def __post_init__(self) -> None:
-        self.daemon = Daemon(self.config, self.secrets, still_running=self._daemon_runs)
+        self.daemon = Daemon(self.config, self.secrets, self.data_dir, still_running=self._daemon_runs)
         self.standalone = Standalone(
             self.config, self.secrets, self.data_dir, self.tg, daemon_running=self._daemon_runs
         )
