@@ -144,14 +144,17 @@ async def alice_says(world: World, text: str) -> str:
     return sent[count].text
 
 
-async def test_once_the_daemon_runs_calls_go_to_it_and_the_mcp_servers_own_engine_stops(world: World) -> None:
+async def test_once_the_daemon_runs_the_mcp_servers_own_engine_stops_and_calls_go_to_the_daemon(
+    world: World,
+) -> None:
+    # Stopped by the MCP server's own watch, before any call: no engine idles beside the daemon's.
+    assert await gone(world.early_engine_pid), "two engines on one engine database"
     status = await call(world.mcp, "gateway_status", {})
     daemon = status["daemon"]
     assert daemon["running"] is True and daemon["pid"] == world.daemon.pid
     assert daemon["status"]["channels"] == {"telegram": "running"}
     assert daemon["status"]["engine"]["pid"] != world.early_engine_pid
     assert status["mcp_server"]["mbe_served_by"] == "the daemon's engine"
-    assert await gone(world.early_engine_pid), "two engines on one engine database"
 
 
 async def test_a_memory_claude_wrote_is_what_the_daemon_remembers_when_alice_asks(world: World) -> None:
