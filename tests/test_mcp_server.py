@@ -16,12 +16,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from jsonschema import Draft202012Validator
 from mcp import Client, StdioServerParameters
 
 from mbe_gateway import contract, lock
+from mbe_gateway.config import load_config
 from mbe_gateway.engine.server import tool_list as engine_tools
+from mbe_gateway.mcp_server.standalone import Standalone
+from mbe_gateway.secrets import Secrets
 from mbe_gateway.store import history, open_database, sessions
 from mbe_gateway.store.overview import queue_depths
 from test_lock_holder import daemon_holding
@@ -276,3 +280,23 @@ async def test_a_daemon_that_holds_the_data_dir_but_does_not_answer_gets_no_seco
             assert daemon.poll() is None
         assert (await call(client, contract.MEMORY_WRITE, write))["memory_id"]
         assert (home / "engine.sqlite3").exists()
+
+
+async def test_an_engine_left_idle_is_stopped_and_the_next_call_starts_it_again(home: Path) -> None:
+    """In-process: the standalone backend's own engine, stopped after its idle time."""
+    config = load_config()
+    async with anyio.create_task_group() as tg:
+        backend = Standalone(
+            config, Secrets(config.secrets, home), home, tg, daemon_running=lambda: False, idle_stop=0.5
+        )
+        write = {"user_id": "idle", "memory_type": "note", "content": {"n": "one"}}
+        await backend.mbe(contract.MEMORY_WRITE, write)
+        first = backend.engine_pid
+        assert first is not None
+        with anyio.fail_after(15):  # stopped, and its process gone
+            while backend.engine_pid is not None or Path(f"/proc/{first}").exists():
+                await anyio.sleep(0.1)
+        found = await backend.mbe(contract.MEMORY_READ, {"user_id": "idle", "query": "one"})
+        assert found["total_count"] == 1 and backend.engine_pid not in (None, first)
+        await backend.stop_engine()
+        assert backend.engine_pid is None

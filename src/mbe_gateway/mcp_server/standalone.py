@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WATCH_EVERY: Final = 1.0  # seconds between looks for a daemon while our engine runs
+WATCH_EVERY: Final = 1.0  # seconds between looks for a daemon (and at idleness) while our engine runs
 IDLE_STOP: Final = 600.0  # seconds without an MBE call after which our engine is stopped
 MAX_FOUND_CHARS: Final = 2000  # as the control protocol's history.search
 
@@ -52,8 +52,10 @@ class Standalone:
         tg: anyio.abc.TaskGroup,
         *,
         daemon_running: Callable[[], bool],
+        idle_stop: float = IDLE_STOP,
     ) -> None:
         self._config = config
+        self._idle_stop = idle_stop
         self._secrets = secrets
         self._data = data_dir
         self._tg = tg
@@ -166,8 +168,8 @@ class Standalone:
                 return "asked to"
             if self._daemon_running():
                 return "a daemon started; it has its own engine"
-            if anyio.current_time() - self._last_used > IDLE_STOP:
-                return f"no MBE call for {IDLE_STOP:g} s"
+            if anyio.current_time() - self._last_used > self._idle_stop:
+                return f"no MBE call for {self._idle_stop:g} s"
 
     def _server_of_config(self) -> Server:
         """The MBE server `[mbe]` names (secrets resolved once, when first needed)."""
