@@ -60,6 +60,7 @@ def test_the_wheel_carries_every_package_file_including_data(wheel: Path) -> Non
         "mbe_gateway/engine/experts.json",  # the engine's expert catalog
         "mbe_gateway/services/templates/mbe-gateway.service",
         "mbe_gateway/services/templates/org.mbe-gateway.plist",
+        "mbe_gateway/control/page/index.html",  # the control plane's web page
         "mbe_gateway/py.typed",
     ):
         assert data in names
