@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -76,13 +75,6 @@ class Plan:
     def describe(self) -> list[str]:
         return [str(step) for step in self.steps]
 
-    @property
-    def commands(self) -> list[tuple[str, ...]]:
-        return [step.argv for step in self.steps if isinstance(step, Command)]
-
-
-Runner = Callable[[tuple[str, ...]], "subprocess.CompletedProcess[str]"]
-
 
 def service_file(platform: Platform, user_home: Path, environ: dict[str, str] | None = None) -> Path:
     """Where the service manager looks for our file: the systemd user unit dir
@@ -135,10 +127,9 @@ def plan_uninstall(platform: Platform, target: Path, uid: int) -> Plan:
     return Plan((Command(("launchctl", "bootout", f"gui/{uid}/{LABEL}"), may_fail=True), Removal(target)))
 
 
-def carry_out(plan: Plan, run: Runner | None = None) -> None:
+def carry_out(plan: Plan) -> None:
     """Do the plan's steps in order, stopping at the first failure: a ServiceError that names
     the command or file and what went wrong."""
-    runner = run or _run
     for step in plan.steps:
         try:
             if isinstance(step, Directory):
@@ -148,7 +139,7 @@ def carry_out(plan: Plan, run: Runner | None = None) -> None:
             elif isinstance(step, Removal):
                 step.path.unlink(missing_ok=True)
             else:
-                _check(step, runner(step.argv))
+                _check(step, _run(step.argv))
         except OSError as e:
             where = step.path if not isinstance(step, Command) else step.argv[0]
             raise ServiceError(f"{where}: {e.strerror or e}") from None
