@@ -270,3 +270,111 @@ async def test_a_store_call_cancelled_while_running_still_completes(tmp_path: Pa
             await db.run(slow_put)
         assert not scope.cancelled_caught  # shielded: the caller waited for the write to finish
         assert len(await inbox.pending(db)) == 1
+
+
+def _insert(conn: sqlite3.Connection, pmid: str) -> None:
+    conn.execute(
+        "INSERT INTO inbox (channel, platform_message_id, chat_id, is_group, sender_id, text, meta,"
+        " received_at) VALUES ('t', ?, 'c', 0, 's', 'hi', '{}', 0)",
+        (pmid,),
+    )
+
+
+async def _while_busy(db: store_db.Database, calls: list[tuple[str, object]]) -> dict[str, object]:
+    """Run `calls` (name, fn or (fn, durable)) concurrently while a slow call holds the
+    connection, so that they wait in line together; each one's result or exception by name."""
+    outcomes: dict[str, object] = {}
+
+    def slow(conn: sqlite3.Connection) -> None:
+        time.sleep(0.2)
+        _insert(conn, "slow")
+
+    async def call(name: str, fn: object, durable: bool) -> None:
+        try:
+            outcomes[name] = await db.run(fn, durable=durable)  # type: ignore[arg-type]
+        except Exception as e:
+            outcomes[name] = e
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, "slow", slow, False)
+        await anyio.sleep(0.05)  # the slow call is running in the connection's thread
+        for name, spec in calls:
+            fn, durable = spec if isinstance(spec, tuple) else (spec, False)
+            tg.start_soon(call, name, fn, durable)
+    return outcomes
+
+
+async def test_calls_made_while_the_store_is_busy_share_one_hop_one_commit_and_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[tuple[int, int]] = []  # (calls, synchronous during the commit)
+    apply = store_db._apply
+
+    def counted(conn: sqlite3.Connection, batch: list[object]) -> None:
+        seen: list[int] = []
+        conn.set_trace_callback(
+            lambda sql: (
+                seen.append(conn.execute("PRAGMA synchronous").fetchone()[0]) if sql == "COMMIT" else None
+            )
+        )
+        try:
+            apply(conn, batch)  # type: ignore[arg-type]
+        finally:
+            conn.set_trace_callback(None)
+        batches.append((len(batch), seen[0] if seen else -1))
+
+    async with await open_database(tmp_path / "g.sqlite3") as db:
+        monkeypatch.setattr(store_db, "_apply", counted)
+        calls: list[tuple[str, object]] = [
+            (f"m{n}", (lambda conn, n=n: _insert(conn, f"m{n}"), n == 3)) for n in range(10)
+        ]
+        outcomes = await _while_busy(db, calls)
+        assert outcomes == {"slow": None, **{f"m{n}": None for n in range(10)}}
+        rows = [m.platform_message_id for m in await inbox.pending(db)]
+    # The slow call alone, then the ten waiting in one commit, fsynced because one is durable.
+    assert batches[:2] == [(1, 1), (10, 2)]
+    assert rows == ["slow", *(f"m{n}" for n in range(10))]  # in the order they were made
+
+
+async def test_a_call_that_fails_inside_a_shared_commit_undoes_only_its_own_writes(tmp_path: Path) -> None:
+    def breaks(conn: sqlite3.Connection) -> None:
+        _insert(conn, "broken")
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    def refuses(conn: sqlite3.Connection) -> None:
+        _insert(conn, "refused")
+        raise ValueError("not this one")
+
+    async with await open_database(tmp_path / "g.sqlite3") as db:
+        outcomes = await _while_busy(
+            db,
+            [
+                ("before", lambda conn: _insert(conn, "before")),
+                ("broken", breaks),
+                ("refused", refuses),
+                ("after", lambda conn: _insert(conn, "after")),
+                ("read", lambda conn: conn.execute("SELECT count(*) FROM inbox").fetchone()[0]),
+            ],
+        )
+        rows = [m.platform_message_id for m in await inbox.pending(db)]
+        assert not await db.run(lambda conn: conn.in_transaction, write=False)
+    assert isinstance(outcomes["broken"], StoreError) and "no such table" in str(outcomes["broken"])
+    assert isinstance(outcomes["refused"], ValueError)
+    assert outcomes["read"] == 3  # it saw the writes made before it in its batch, not the undone ones
+    assert rows == ["slow", "before", "after"]
+
+
+async def test_calls_waiting_on_a_closed_database_are_each_told_so(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "g.sqlite3")
+
+    async def close_soon() -> None:  # in line behind the slow call, ahead of the others
+        await anyio.sleep(0.02)
+        await db.close()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(close_soon)
+        outcomes = await _while_busy(
+            db, [(f"m{n}", lambda conn, n=n: _insert(conn, f"m{n}")) for n in range(3)]
+        )
+    assert outcomes["slow"] is None
+    assert all(isinstance(outcomes[f"m{n}"], StoreError) for n in range(3))

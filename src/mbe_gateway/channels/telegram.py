@@ -5,6 +5,8 @@ task behind when cancelled from an anyio scope. Here `run` calls getUpdates itse
 message to `deliver`, and moves the offset past an update only once `deliver` returned; Telegram
 counts an update as received when a later getUpdates asks for a higher offset, so anything not
 yet stored comes back after a crash or a failed `deliver`. Cancelling `run` is a plain cancel.
+A batch (up to 100 updates) is delivered chat by chat at once, in order within each chat, so
+the gateway's store writes the batch in one commit instead of one fsync per message.
 
 The token is part of every Bot API URL (`/bot<token>/<method>`), and aiohttp errors may quote
 the URL: every message that leaves this module goes through `_clean`, and errors are raised
@@ -174,30 +176,60 @@ class TelegramChannel:
                 failures += 1
                 continue
             failures = 0
-            for update in updates:
-                inbound = self._inbound(update, me)
-                if inbound is not None:
-                    log.debug(
-                        "message received",
-                        extra={
-                            "chat_id": inbound.chat_id,
-                            "sender_id": inbound.sender_id,
-                            "addressed": inbound.addressed,
-                        },
-                    )
-                    try:
-                        await deliver(inbound)
-                    except Exception as e:  # the gateway could not keep it: Telegram sends it again
-                        delay = self._retry.delay(refusals)
-                        refusals += 1
-                        log.warning(
-                            "delivering a message failed; it stays unacknowledged and comes again",
-                            extra={"update_id": update.update_id, "error": self._clean(e), "retry_in": delay},
-                        )
-                        await anyio.sleep(delay)
-                        break
-                    refusals = 0
-                offset = update.update_id + 1
+            if not updates:
+                continue
+            stuck = await self._deliver_batch(updates, me, deliver)
+            if stuck is None:
+                refusals = 0
+                offset = updates[-1].update_id + 1
+                continue
+            update_id, error = stuck
+            offset = update_id  # it and everything after it comes again; what was stored is a duplicate
+            delay = self._retry.delay(refusals)
+            refusals += 1
+            log.warning(
+                "delivering a message failed; it stays unacknowledged and comes again",
+                extra={"update_id": update_id, "error": self._clean(error), "retry_in": delay},
+            )
+            await anyio.sleep(delay)
+
+    async def _deliver_batch(
+        self, updates: Sequence[Update], me: User, deliver: Deliver
+    ) -> tuple[int, Exception] | None:
+        """Hand one getUpdates batch to `deliver`: each chat's messages in order, the chats at
+        once (so the gateway stores them together, in one commit). Returns None when all were
+        taken, else the first update not taken and why: the offset must not pass it. A chat
+        stops at its first refusal, so its later messages cannot be stored ahead of it."""
+        chats: dict[str, list[tuple[int, Inbound]]] = {}
+        for update in updates:
+            inbound = self._inbound(update, me)
+            if inbound is not None:
+                log.debug(
+                    "message received",
+                    extra={
+                        "chat_id": inbound.chat_id,
+                        "sender_id": inbound.sender_id,
+                        "addressed": inbound.addressed,
+                    },
+                )
+                chats.setdefault(inbound.chat_id, []).append((update.update_id, inbound))
+        refused: list[tuple[int, Exception]] = []
+
+        async def one_chat(messages: list[tuple[int, Inbound]]) -> None:
+            for update_id, inbound in messages:
+                try:
+                    await deliver(inbound)
+                except Exception as e:  # the gateway could not keep it: Telegram sends it again
+                    refused.append((update_id, e))
+                    return
+
+        if len(chats) == 1:  # the common case when quiet: no task group needed
+            await one_chat(next(iter(chats.values())))
+        else:
+            async with anyio.create_task_group() as tg:
+                for messages in chats.values():
+                    tg.start_soon(one_chat, messages)
+        return min(refused, key=lambda item: item[0]) if refused else None
 
     async def send(self, message: Outbound) -> list[str]:
         """Send the reply in parts, in order; the first part answers `reply_to`. A blank text
