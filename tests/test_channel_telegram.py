@@ -246,6 +246,52 @@ async def test_refused_delivery_comes_again_with_the_same_id_and_polling_goes_on
 
 
 @pytest.mark.anyio
+async def test_a_batch_is_delivered_chat_by_chat_at_once_each_chat_in_order(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    both_in, order, first_alice = anyio.Event(), [], []
+    in_flight: set[str] = set()
+
+    async def deliver(message: Inbound) -> None:
+        in_flight.add(message.chat_id)
+        if len(in_flight) == 2:
+            both_in.set()
+        with anyio.fail_after(5):
+            await both_in.wait()  # returns only once Alice's and Bob's chats are in at the same time
+        order.append(message.text)
+        in_flight.discard(message.chat_id)
+        if message.text == "a1":
+            first_alice.append(fake.is_confirmed(a1.update_id))
+
+    a1, _, _, b2 = fake.dm("a1"), fake.dm("b1", user=BOB), fake.dm("a2"), fake.dm("b2", user=BOB)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(channel.run, deliver)
+        await fake.wait_confirmed(b2.update_id)
+        tg.cancel_scope.cancel()
+    assert [t for t in order if t[0] == "a"] == ["a1", "a2"] and [t for t in order if t[0] == "b"] == [
+        "b1",
+        "b2",
+    ]
+    assert first_alice == [False]
+    assert len([p for p in fake.polls if p.offset is not None]) == 1  # the whole batch, confirmed at once
+
+
+@pytest.mark.anyio
+async def test_a_refusal_in_one_chat_holds_back_its_later_messages_and_the_offset_not_the_others(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    inbox = Inbox()
+    a1, b1, _, b2 = fake.dm("a1"), fake.dm("b1", user=BOB), fake.dm("a2"), fake.dm("b2", user=BOB)
+    inbox.refuse.add(a1.platform_message_id)
+    async with running(channel, fake, inbox):
+        await fake.wait_confirmed(b2.update_id)
+    alice = [m.text for m in inbox.messages if m.chat_id == str(a1.chat_id)]
+    assert alice == ["a1", "a1", "a2"]  # refused, taken, then the one behind it (never ahead of it)
+    # The offset stopped at a1: Bob's messages came again (duplicates the inbox recognises).
+    assert [m.text for m in inbox.messages if m.chat_id == str(b1.chat_id)] == ["b1", "b2", "b1", "b2"]
+
+
+@pytest.mark.anyio
 async def test_polling_reconnects_after_the_connection_drops(
     fake: FakeTelegram, channel: TelegramChannel, caplog: pytest.LogCaptureFixture
 ) -> None:
