@@ -378,3 +378,31 @@ async def test_calls_waiting_on_a_closed_database_are_each_told_so(tmp_path: Pat
         )
     assert outcomes["slow"] is None
     assert all(isinstance(outcomes[f"m{n}"], StoreError) for n in range(3))
+
+
+async def test_a_read_does_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:
+    writing, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def held_write(conn: sqlite3.Connection) -> None:
+        _insert(conn, "new")
+        writing.set()
+        released.append(release.wait(10))  # False: only the timeout let it go (the read waited)
+
+    async with await open_database(tmp_path / "g.sqlite3") as db:
+        await db.run(lambda conn: _insert(conn, "old"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(db.run, held_write)
+            await anyio.to_thread.run_sync(writing.wait)
+            seen = [m.platform_message_id for m in await inbox.pending(db)]
+            release.set()
+        assert seen == ["old"]  # the committed state, read while the write was under way
+        assert released == [True]
+        assert [m.platform_message_id for m in await inbox.pending(db)] == ["old", "new"]
+
+
+async def test_a_read_that_tries_to_write_is_refused(tmp_path: Path) -> None:
+    async with await open_database(tmp_path / "g.sqlite3") as db:
+        with pytest.raises(StoreError, match="readonly"):
+            await db.run(lambda conn: _insert(conn, "sneaky"), write=False)
+        assert await inbox.pending(db) == []

@@ -103,20 +103,20 @@ async def test_a_message_gets_one_reply_even_if_processed_twice(db: Database) ->
 async def test_a_failed_send_is_retried_when_its_backoff_has_passed(db: Database) -> None:
     message = (await _put(db, "1")).message
     await outbox.enqueue_reply(db, message, "reply", now=100.0)
-    assert await outbox.next_due_at(db) == 100.0
+    assert (await outbox.pick(db, now=99.0)).next_at == 100.0
     (pending,) = await outbox.due(db, now=100.0)
     item = await outbox.claim(db, pending.id)
     assert item is not None and item.state == "sending" and item.attempts == 1
     assert await outbox.claim(db, pending.id) is None
     assert await outbox.due(db, now=100.0) == []
     await outbox.mark_failed(db, item.id, "429 Too Many Requests", retry_at=130.0)
-    assert await outbox.next_due_at(db) == 130.0
+    assert (await outbox.pick(db, now=100.0)).next_at == 130.0
     assert await outbox.due(db, now=129.0) == []
     (again,) = await outbox.due(db, now=130.0)
     retry = await outbox.claim(db, again.id)
     assert retry is not None and retry.attempts == 2 and retry.last_error == "429 Too Many Requests"
     await outbox.mark_sent(db, retry.id, platform_message_id="m-99", now=131.0)
-    assert await outbox.next_due_at(db) is None
+    assert (await outbox.pick(db, now=131.0)).next_at is None
     assert await outbox.in_doubt(db) == []
 
 
@@ -126,7 +126,7 @@ async def test_a_send_that_keeps_failing_can_be_given_up(db: Database) -> None:
     (claimed,) = await outbox.due(db, now=5.0)
     await outbox.mark_failed(db, claimed.id, "chat not found", retry_at=None)
     assert await outbox.due(db, now=1e12) == []
-    assert await outbox.next_due_at(db) is None
+    assert (await outbox.pick(db)).next_at is None
 
 
 async def test_a_send_in_flight_at_a_crash_is_reported_in_doubt(tmp_path: Path) -> None:
@@ -144,6 +144,37 @@ async def test_due_items_come_oldest_first_up_to_the_limit(db: Database) -> None
     for i in range(5):
         await outbox.enqueue(db, channel="telegram", chat_id="c", text=f"t{i}", now=float(10 - i))
     assert [i.text for i in await outbox.due(db, limit=3, now=100.0)] == ["t4", "t3", "t2"]
+
+
+async def test_pick_claims_the_first_reply_of_each_idle_chat_and_lists_the_rest_in_order(
+    db: Database,
+) -> None:
+    for chat, text, at in [
+        ("a", "a1", 1.0),
+        ("b", "b1", 2.0),
+        ("a", "a2", 3.0),
+        ("c", "c1", 4.0),
+        ("a", "a3", 50.0),
+    ]:
+        await outbox.enqueue(db, channel="telegram", chat_id=chat, text=text, now=at)
+    c1 = next(i for i in await outbox.due(db, now=10.0) if i.text == "c1")
+    picked = await outbox.pick(db, busy={("telegram", "b")}, known={c1.id}, now=10.0)
+    assert [(i.text, i.state, i.attempts) for i in picked.claimed] == [("a1", "sending", 1)]
+    assert [(i.text, i.state) for i in picked.waiting] == [("b1", "pending"), ("a2", "pending")]
+    assert picked.next_at == 50.0  # a3
+    assert [i.text for i in await outbox.in_doubt(db)] == ["a1"]  # claimed on disk, as `claim` does
+    # More due than the limit: look again at once.
+    assert (await outbox.pick(db, busy={("telegram", "a")}, limit=1, now=10.0)).next_at == 10.0
+
+
+async def test_recording_a_send_can_claim_the_chats_next_reply_in_the_same_step(db: Database) -> None:
+    first = await outbox.enqueue(db, channel="telegram", chat_id="c", text="one", now=1.0)
+    second = await outbox.enqueue(db, channel="telegram", chat_id="c", text="two", now=2.0)
+    assert await outbox.claim(db, first.id) is not None
+    claimed = await outbox.mark_sent(db, first.id, platform_message_id="m1", now=3.0, then_claim=second.id)
+    assert claimed is not None and (claimed.id, claimed.state) == (second.id, "sending")
+    assert await outbox.mark_sent(db, second.id, then_claim=second.id) is None  # no longer pending
+    assert await outbox.in_doubt(db) == [] and await outbox.due(db, now=1e12) == []
 
 
 async def test_a_chat_has_one_session_that_counts_its_turns(db: Database) -> None:

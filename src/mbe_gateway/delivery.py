@@ -73,55 +73,84 @@ class Delivery:
         async with anyio.create_task_group() as tg:
             task_status.started()
             while True:
-                for item in await outbox.due(self._db, limit=100, now=self._clock()):
-                    if item.id in self._queued:
+                # One hop: what is due, with the first reply of each idle chat claimed already.
+                picked = await outbox.pick(
+                    self._db, busy=frozenset(self._chats), known=frozenset(self._queued), now=self._clock()
+                )
+                for item in picked.claimed:
+                    key = (item.channel, item.chat_id)
+                    self._chats[key] = deque()
+                    tg.start_soon(self._drain, key, item, name=f"delivery {item.channel}:{item.chat_id}")
+                for item in picked.waiting:
+                    key = (item.channel, item.chat_id)
+                    if key not in self._chats:  # its chat finished while we looked: claim it next time
+                        self._wake.set()
                         continue
                     self._queued.add(item.id)
-                    key = (item.channel, item.chat_id)
-                    if key in self._chats:
-                        self._chats[key].append(item)
-                    else:
-                        self._chats[key] = deque([item])
-                        tg.start_soon(self._drain, key, name=f"delivery {item.channel}:{item.chat_id}")
-                await self._sleep()
+                    self._chats[key].append(item)
+                await self._sleep(picked.next_at)
 
-    async def _sleep(self) -> None:
-        due = await outbox.next_due_at(self._db)
+    async def _sleep(self, due: float | None) -> None:
         wait = self._poll if due is None else min(self._poll, max(0.0, due - self._clock()))
         if wait > 0:
             with anyio.move_on_after(wait):
                 await self._wake.wait()
         self._wake = anyio.Event()
 
-    async def _drain(self, key: tuple[str, str]) -> None:
-        """Send one chat's claimed items in order; on a retryable failure, defer the rest too."""
+    async def _drain(self, key: tuple[str, str], item: OutboxItem | None) -> None:
+        """Send one chat's items in order, `item` (claimed) first, each next one claimed in the
+        transaction that records the last as sent; on a retryable failure, defer the rest too."""
         queue = self._chats[key]
         try:
-            while queue:
-                pending = queue.popleft()
-                self._queued.discard(pending.id)
-                item = await outbox.claim(self._db, pending.id)
-                if item is None:
-                    continue  # no longer pending (sent or given up meanwhile)
-                retry_at = await self._send(item)
+            while item is not None:
+                ids, retry_at = await self._send(item)
                 if retry_at is not None:
-                    for waiting in queue:
+                    behind = list(queue)
+                    queue.clear()
+                    for waiting in behind:
                         self._queued.discard(waiting.id)
                         await outbox.mark_failed(
                             self._db, waiting.id, "waiting for an earlier message", retry_at=retry_at
                         )
-                    queue.clear()
+                    return
+                if ids is None:  # given up: on to the next
+                    item = await self._claim_next(queue)
+                    continue
+                following = queue.popleft() if queue else None
+                if following is not None:
+                    self._queued.discard(following.id)
+                item = await outbox.mark_sent(
+                    self._db,
+                    item.id,
+                    platform_message_id=ids[0] if ids else None,
+                    now=self._clock(),
+                    then_claim=following.id if following is not None else None,
+                )
+                self.sent += 1
+                if item is None:  # nothing followed, or it was no longer pending
+                    item = await self._claim_next(queue)
         finally:
             for waiting in queue:
                 self._queued.discard(waiting.id)
             del self._chats[key]
 
-    async def _send(self, item: OutboxItem) -> float | None:
-        """Send one item and record the outcome; the retry time if it must wait, else None."""
+    async def _claim_next(self, queue: deque[OutboxItem]) -> OutboxItem | None:
+        """The chat's next item, claimed; one no longer pending (sent or given up meanwhile) is skipped."""
+        while queue:
+            following = queue.popleft()
+            self._queued.discard(following.id)
+            item = await outbox.claim(self._db, following.id)
+            if item is not None:
+                return item
+        return None
+
+    async def _send(self, item: OutboxItem) -> tuple[list[str] | None, float | None]:
+        """Send one item: (the platform's ids of its parts, None) once sent, which the caller
+        records; else the failure is recorded here: (None, the retry time if it must wait)."""
         channel = self._channels.get(item.channel)
         now = self._clock()
         if channel is None:
-            return await self._retry(item, f"the {item.channel} channel is not running", now + 60.0)
+            return None, await self._retry(item, f"the {item.channel} channel is not running", now + 60.0)
         try:
             ids = await channel.send(
                 Outbound(chat_id=item.chat_id, text=item.text, reply_to=item.reply_to, meta=item.meta)
@@ -129,16 +158,14 @@ class Delivery:
         except SendFailed as e:
             if not e.retryable:
                 await self._give_up(item, str(e))
-                return None
+                return None, None
             wait = max(e.retry_after or 0.0, self._backoff.delay(item.attempts))
-            return await self._retry(item, str(e), now + wait)
+            return None, await self._retry(item, str(e), now + wait)
         except ChannelAuthFailed as e:
-            return await self._retry(item, str(e), now + self._backoff.cap)
+            return None, await self._retry(item, str(e), now + self._backoff.cap)
         except ChannelError as e:
-            return await self._retry(item, str(e), now + self._backoff.delay(item.attempts))
-        await outbox.mark_sent(self._db, item.id, platform_message_id=ids[0] if ids else None, now=now)
-        self.sent += 1
-        return None
+            return None, await self._retry(item, str(e), now + self._backoff.delay(item.attempts))
+        return ids, None
 
     async def _retry(self, item: OutboxItem, error: str, retry_at: float) -> float | None:
         if item.attempts >= self._max_attempts:

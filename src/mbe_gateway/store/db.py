@@ -14,9 +14,11 @@ A file that is not a healthy gateway database (random bytes, truncated, a direct
 permission, another application's database, a newer schema) is refused with StoreError and
 left exactly as it was: nothing is recreated or modified before these checks pass.
 
-One `Database` holds one connection; an anyio lock serialises its users (a transaction on a
-shared connection must not interleave with another task's statements), and each operation
-is shielded from cancellation so a write either completes or never started.
+One `Database` holds two connections, one that writes and one that only reads (WAL lets a
+read run while a write commits, so reads never wait for an fsync). An anyio lock per
+connection serialises its users (a transaction on a shared connection must not interleave
+with another task's statements), and each operation is shielded from cancellation so a
+write either completes or never started.
 
 The table modules go through `Database.run`: their SQL is a plain function run whole in
 aiosqlite's worker thread, transaction and all, so a store call costs one thread hop instead
@@ -57,11 +59,10 @@ T = TypeVar("T")
 class Database:
     """The open gateway database; use the table modules (inbox, outbox, ...), not SQL."""
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, conn: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
-        self._conn: aiosqlite.Connection | None = conn
-        self._lock = anyio.Lock(fast_acquire=True)  # no event-loop round trip when free
-        self._waiting: list[_Call[Any]] = []  # calls made, not yet run: the next batch
+        self._writer = _Line(conn)
+        self._reader = _Line(reader)
 
     def __repr__(self) -> str:
         return f"<Database {self.path}>"
@@ -75,45 +76,28 @@ class Database:
         await self.close()
 
     async def close(self) -> None:
-        with anyio.CancelScope(shield=True):
-            async with self._lock:
-                if self._conn is not None:
-                    conn, self._conn = self._conn, None
-                    await conn.close()
+        await self._reader.close()
+        await self._writer.close()
 
     async def run(
         self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False, write: bool = True
     ) -> T:
-        """`fn(connection)` in the connection's thread, in one hop: inside BEGIN IMMEDIATE ...
-        COMMIT (rolled back if it raises) when `write`, else in autocommit (a read) unless it
-        shares its batch with writes (see the module docstring: group commit).
+        """`fn(connection)` in a connection's thread, in one hop: inside BEGIN IMMEDIATE ...
+        COMMIT (rolled back if it raises) when `write`; else `fn` only reads, and runs on the
+        read connection (in autocommit), so it never waits behind a write's fsync.
 
         fn is plain synchronous sqlite3 code and must not touch the event loop; it runs while
         the loop is free to serve others. durable: fsync the commit (see the module docstring).
+        Calls made while their connection is busy run together (see group commit, above).
 
         aiosqlite has no public call for "run this function in your thread", so this uses its
         private `Connection._execute(fn)` and `Connection._conn`; pyproject pins aiosqlite to
         the range where they were read and tested (tests/test_store_db.py checks they exist).
         """
-        call = _Call(fn, durable, write)
-        self._waiting.append(call)
-        # The lock is FIFO and taken without a pause when free, so the order of `_waiting` is
-        # the order in which callers get the lock: whoever gets it runs every call waiting
-        # (its own included, unless an earlier holder already ran it in its batch).
-        with anyio.CancelScope(shield=True):
-            async with self._lock:
-                if not call.done:
-                    batch, self._waiting = self._waiting, []
-                    try:
-                        conn = self._open_conn()
-                        in_thread = cast(Callable[..., Awaitable[None]], conn._execute)
-                        await in_thread(_apply, conn._conn, batch)
-                    except BaseException as e:  # not one call's failure: the batch as a whole
-                        for waiting in batch:
-                            waiting.fail(e)
-                        if not isinstance(e, Exception):
-                            raise
+        call = _Call(fn, durable, write or durable)
+        line = self._writer if call.write else self._reader
         with _translated(self.path):
+            await line.run(call, self.path)
             return call.outcome()
 
     async def fetch(
@@ -131,9 +115,9 @@ class Database:
 
         durable: fsync each commit, so it survives a power cut, not only a crash.
         """
-        async with self._lock:
+        async with self._writer.lock:
             with anyio.CancelScope(shield=True), _translated(self.path):
-                conn = self._open_conn()
+                conn = self._writer.open(self.path)
                 if durable:
                     await conn.execute("PRAGMA synchronous = FULL")
                 try:
@@ -155,10 +139,48 @@ class Database:
                     await conn.execute("ROLLBACK")
                 raise
 
-    def _open_conn(self) -> aiosqlite.Connection:
-        if self._conn is None:
-            raise StoreError(f"{self.path}: the database is closed")
-        return self._conn
+
+class _Line:
+    """One connection and the calls waiting for it: the writer's or the reader's."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn: aiosqlite.Connection | None = conn
+        self.lock = anyio.Lock(fast_acquire=True)  # no event-loop round trip when free
+        self.waiting: list[_Call[Any]] = []  # calls made, not yet run: the next batch
+
+    def open(self, path: Path) -> aiosqlite.Connection:
+        if self.conn is None:
+            raise StoreError(f"{path}: the database is closed")
+        return self.conn
+
+    async def run(self, call: _Call[Any], path: Path) -> None:
+        """Settle `call`, with every call waiting beside it; shielded: a write either completes
+        or never started."""
+        self.waiting.append(call)
+        # The lock is FIFO and taken without a pause when free, so the order of `waiting` is
+        # the order in which callers get the lock: whoever gets it runs every call waiting
+        # (its own included, unless an earlier holder already ran it in its batch).
+        with anyio.CancelScope(shield=True):
+            async with self.lock:
+                if call.done:
+                    return
+                batch, self.waiting = self.waiting, []
+                try:
+                    conn = self.open(path)
+                    in_thread = cast(Callable[..., Awaitable[None]], conn._execute)
+                    await in_thread(_apply, conn._conn, batch)
+                except BaseException as e:  # not one call's failure: the batch as a whole
+                    for waiting in batch:
+                        waiting.fail(e)
+                    if not isinstance(e, Exception):
+                        raise
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self.lock:
+                if self.conn is not None:
+                    conn, self.conn = self.conn, None
+                    await conn.close()
 
 
 class _Call(Generic[T]):
@@ -276,11 +298,33 @@ async def open_database(path: Path | None = None) -> Database:
     try:
         conn.row_factory = sqlite3.Row
         await _prepare(path, conn)
+        reader = await _open_reader(path)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await conn.close()
         raise
-    return Database(path, conn)
+    return Database(path, conn, reader)
+
+
+async def _open_reader(path: Path) -> aiosqlite.Connection:
+    """The second connection, for reads: WAL lets it read while the writer commits, so a read
+    (recent history, the outbox's due replies) never waits for a write's fsync."""
+    try:
+        reader = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as e:
+        raise _store_error(path, e) from e
+    try:
+        reader.row_factory = sqlite3.Row
+        await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await reader.execute("PRAGMA synchronous = NORMAL")
+        await reader.execute("PRAGMA query_only = ON")  # a "read" that writes is a bug: refuse it
+    except BaseException as e:
+        with anyio.CancelScope(shield=True):
+            await reader.close()
+        if isinstance(e, sqlite3.Error):
+            raise _store_error(path, e) from e
+        raise
+    return reader
 
 
 def _check_file(path: Path) -> None:

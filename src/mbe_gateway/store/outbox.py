@@ -8,6 +8,10 @@ A sender lists `due` items, `claim`s each one (it becomes `sending`) right befor
 then reports `mark_sent` or `mark_failed` with the time of the next attempt (computing the
 backoff is the sender's business). Items still `sending` at start (`in_doubt`) may or may not
 have reached the platform; the sender decides whether resending is the lesser harm.
+
+A busy sender saves store calls (each one a thread hop, a claim also an fsync): `pick` lists
+the due items and claims the first of each idle chat in the same transaction, and
+`mark_sent(..., then_claim=)` claims a chat's next item in the one that records the last.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -65,6 +69,10 @@ class Outgoing:
 _INSERT = (
     "INSERT INTO outbox (inbox_id, channel, chat_id, reply_to, text, meta, created_at, next_attempt_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (inbox_id) DO NOTHING RETURNING *"
+)
+_CLAIM = (
+    "UPDATE outbox SET state = 'sending', attempts = attempts + 1"
+    " WHERE id = ? AND state = 'pending' RETURNING *"
 )
 
 
@@ -145,28 +153,91 @@ async def due(db: Database, *, limit: int = 100, now: float | None = None) -> li
     return [_item(row) for row in rows]
 
 
+@dataclass(frozen=True)
+class Picked:
+    """What `pick` found: items claimed to be sent now, items to send after them, and when to
+    look again."""
+
+    claimed: list[OutboxItem]  # the first due item of each idle chat, now `sending`
+    waiting: list[OutboxItem]  # due items behind those or behind a busy chat's, still pending
+    next_at: float | None  # when the next pending item falls due (None: nothing pending)
+
+
+async def pick(
+    db: Database,
+    *,
+    busy: Set[tuple[str, str]] = frozenset(),
+    known: Set[int] = frozenset(),
+    limit: int = 100,
+    now: float | None = None,
+) -> Picked:
+    """Up to `limit` due items the caller does not already hold (`known` ids), oldest first, in
+    one durable transaction: in each (channel, chat_id) not in `busy`, the first is claimed
+    (as `claim` does) and the rest wait; in a busy chat they all wait."""
+    now = time.time() if now is None else now
+
+    def find(conn: sqlite3.Connection) -> Picked:
+        rows = conn.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, id LIMIT ?",
+            (now, limit + len(known)),
+        ).fetchall()
+        claimed: list[OutboxItem] = []
+        waiting: list[OutboxItem] = []
+        taken: set[tuple[str, str]] = set(busy)
+        for row in rows:
+            if row["id"] in known:
+                continue
+            key = (row["channel"], row["chat_id"])
+            if key in taken:
+                waiting.append(_item(row))
+                continue
+            taken.add(key)
+            claimed.append(_item(conn.execute(_CLAIM, (row["id"],)).fetchone()))
+        if len(rows) == limit + len(known):
+            next_at: float | None = now  # there may be more due than were listed: look again at once
+        else:
+            later = conn.execute(
+                "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?",
+                (now,),
+            ).fetchone()[0]
+            next_at = None if later is None else float(later)
+        return Picked(claimed, waiting, next_at)
+
+    return await db.run(find, durable=True)
+
+
 async def claim(db: Database, item_id: int) -> OutboxItem | None:
     """Mark one pending item `sending`, on disk (fsynced), right before it goes out; None if it
     is no longer pending. Claiming one at a time keeps "in doubt" to the items actually sent."""
-    rows = await db.fetch(
-        "UPDATE outbox SET state = 'sending', attempts = attempts + 1"
-        " WHERE id = ? AND state = 'pending' RETURNING *",
-        (item_id,),
-        durable=True,
-        write=True,
-    )
+    rows = await db.fetch(_CLAIM, (item_id,), durable=True, write=True)
     return _item(rows[0]) if rows else None
 
 
 async def mark_sent(
-    db: Database, item_id: int, *, platform_message_id: str | None = None, now: float | None = None
-) -> None:
-    await db.fetch(
-        "UPDATE outbox SET state = 'sent', sent_at = ?, platform_message_id = ?, last_error = NULL"
-        " WHERE id = ?",
-        (time.time() if now is None else now, platform_message_id, item_id),
-        write=True,
-    )
+    db: Database,
+    item_id: int,
+    *,
+    platform_message_id: str | None = None,
+    now: float | None = None,
+    then_claim: int | None = None,
+) -> OutboxItem | None:
+    """Record that the item went out; with `then_claim`, claim that item too in the same
+    transaction (durably, as `claim` does) and return it (None if it is no longer pending)."""
+    values = (time.time() if now is None else now, platform_message_id, item_id)
+
+    def record(conn: sqlite3.Connection) -> OutboxItem | None:
+        conn.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = ?, platform_message_id = ?, last_error = NULL"
+            " WHERE id = ?",
+            values,
+        )
+        if then_claim is None:
+            return None
+        row = conn.execute(_CLAIM, (then_claim,)).fetchone()
+        return None if row is None else _item(row)
+
+    return await db.run(record, durable=then_claim is not None)
 
 
 async def mark_failed(db: Database, item_id: int, error: str, *, retry_at: float | None) -> None:
@@ -187,13 +258,6 @@ async def in_doubt(db: Database) -> list[OutboxItem]:
     """Items left `sending` (by a crash): maybe delivered, maybe not."""
     rows = await db.fetch("SELECT * FROM outbox WHERE state = 'sending' ORDER BY id")
     return [_item(row) for row in rows]
-
-
-async def next_due_at(db: Database) -> float | None:
-    """When the earliest pending item is due (None: nothing pending), so a sender can sleep."""
-    rows = await db.fetch("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'")
-    value = rows[0][0]
-    return None if value is None else float(value)
 
 
 def _json(meta: Mapping[str, Any] | None) -> str:

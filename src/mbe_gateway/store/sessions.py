@@ -30,7 +30,15 @@ class Session:
 async def get_or_create(
     db: Database, channel: str, chat_id: str, *, is_group: bool = False, now: float | None = None
 ) -> Session:
+    """The chat's session, made on its first message. Looked up on the read connection first:
+    a chat's every message needs it, and a read does not wait for others' writes to commit."""
     now = time.time() if now is None else now
+
+    def find(conn: sqlite3.Connection) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM sessions WHERE channel = ? AND chat_id = ?", (channel, chat_id)
+        ).fetchone()
+        return row
 
     def find_or_insert(conn: sqlite3.Connection) -> sqlite3.Row:
         rows = conn.execute(
@@ -38,14 +46,12 @@ async def get_or_create(
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel, chat_id) DO NOTHING RETURNING *",
             (channel, chat_id, int(is_group), now, now),
         ).fetchall()
-        if not rows:
-            rows = conn.execute(
-                "SELECT * FROM sessions WHERE channel = ? AND chat_id = ?", (channel, chat_id)
-            ).fetchall()
-        row: sqlite3.Row = rows[0]
+        row: sqlite3.Row | None = rows[0] if rows else find(conn)
+        assert row is not None  # inserted, or there already
         return row
 
-    return from_row(await db.run(find_or_insert))
+    found = await db.run(find, write=False)
+    return from_row(found if found is not None else await db.run(find_or_insert))
 
 
 async def touch(db: Database, session_id: int, *, now: float | None = None) -> Session:
