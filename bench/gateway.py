@@ -1,6 +1,6 @@
 """The daemon end to end, as a user runs it, against the floor and DESIGN.md's table.
 
-    python bench/gateway.py [--messages N] [--load N] [--starts N] [--profile]
+    python bench/gateway.py [--messages N] [--load N] [--starts N] [--sustain SECONDS] [--profile]
 
 Everything runs as real processes against the fakes in tests/ (which live in this process):
 `python -m mbe_gateway --config ... run` (ours: the embedded engine as its child, an instant
@@ -29,6 +29,10 @@ printed; it is part of our figures (a real model call costs at least that), not 
   5. cold start: process start → the fake's first getUpdates, `--starts` times each, the
      daemon (Telegram only) and the floor alternating, with `python -c "import aiogram"`
      (spawn → import done) beside them; and ours with all three channels → all connected.
+  6. with `--sustain SECONDS`: ours alone under the 20-user load for that long (a minute
+     shows what a short burst hides: a queue that grows, memory that creeps): messages per
+     second overall and per 10 s window, latency p50/p99, CPU per message, and the RSS of
+     the daemon and its engine before and after.
 
 `--profile` then samples ours with py-spy (`pip install py-spy`; attached to the daemon and
 to its engine, not pausing them) through one more sequential and 100-chat load, and prints
@@ -341,6 +345,57 @@ async def crowd(bot: Bot, users: Sequence[User], total: int, timeout: float = 60
     return run
 
 
+@dataclass
+class Sustained:
+    """Ours under a steady load for a while: the run, answers per window, RSS around it."""
+
+    run: Run
+    users: int
+    window: float  # seconds per window
+    windows: list[list[float]]  # latencies (ms) of the answers sent in each window
+    rss: tuple[float, float]  # the daemon before, after (MiB)
+    engine_rss: tuple[float, float]  # its engine child before, after
+
+
+async def sustain(bot: Bot, users: Sequence[User], seconds: float, window: float = 10.0) -> Sustained:
+    """Each user writes again as soon as they are answered, for `seconds`; then the last
+    answers are awaited (and counted), and nobody writes again."""
+    fake, run = bot.telegram, Run()
+    by_chat = {user.id: user for user in users}
+    waiting: dict[int, Injected] = {}
+    seen = len(fake.sent)
+    rss_before, engine_before = rss_mib(bot.pid), rss_mib(bot.engine)
+
+    def write(user: User) -> None:
+        waiting[user.id] = injected = fake.dm(text(len(run.injected)), user=user)
+        run.injected.append(injected)
+
+    own, engine = await settled(bot)
+    fakes, started = time.process_time(), time.monotonic()
+    deadline = started + seconds
+    for user in users:
+        write(user)
+    while waiting:
+        await fake.wait_for(lambda: len(fake.sent) > seen, 60)  # noqa: B023 (read at once)
+        for sent in fake.sent[seen:]:
+            injected = waiting.pop(sent.chat_id)
+            run.latency.append((sent.at - injected.at) * 1000)
+            run.sent.append(sent)
+            if sent.at < deadline:
+                write(by_chat[sent.chat_id])
+        seen = len(fake.sent)
+    run.seconds = run.sent[-1].at - started
+    run.fakes_cpu = time.process_time() - fakes
+    own_after, engine_after = await settled(bot)
+    run.cpu, run.engine_cpu = own_after - own, engine_after - engine
+    windows: list[list[float]] = [[] for _ in range(math.ceil(run.seconds / window))]
+    for sent, latency in zip(run.sent, run.latency, strict=True):
+        windows[min(len(windows) - 1, int((sent.at - started) / window))].append(latency)
+    return Sustained(
+        run, len(users), window, windows, (rss_before, rss_mib(bot.pid)), (engine_before, rss_mib(bot.engine))
+    )
+
+
 def breakdown(home: Path, run: Run) -> dict[str, list[float]]:
     """Where each answer's time went, from the rows the daemon wrote (ms per message).
 
@@ -412,7 +467,7 @@ def ratio(a: float, b: float) -> str:
 
 def report_table(
     seq: tuple[Run, Run], loads: dict[str, tuple[Run, Run]], stages: dict[str, list[float]],
-    three: ThreeChannels, floor_rss: float, starts: Starts,
+    three: ThreeChannels, floor_rss: float, starts: Starts, sustained: Sustained | None,
 ) -> None:  # fmt: skip
     (s_ours, s_floor), (u_ours, u_floor), (c_ours, c_floor) = seq, loads["20 users"], loads["100 chats"]
     model = stages["  generate (the instant model)"]
@@ -437,6 +492,13 @@ def report_table(
         ("  engine child (MiB, extra)", three.engine_rss, math.nan, "", ".0f"),
         ("cold start → polling (s)", start_ours, start_floor, f"≤ {start_import + 0.5:.2f}", ".2f"),
     ]  # fmt: skip
+    if sustained is not None:
+        run = sustained.run
+        rows[6:6] = [  # after the 20-user load
+            (f"msgs/s, 20 users, {run.seconds:.0f} s", len(run.latency) / run.seconds, math.nan,
+             "≥ 200", ".0f"),
+            ("  p99 over that time (ms)", pct(run.latency, 99), math.nan, "", ".1f"),
+        ]  # fmt: skip
     print(f"\n{'':<32} {'ours':>9} {'floor':>9} {'ratio':>7}   DESIGN target")
     for name, mine, theirs, target, spec in rows:
         shown = f"{theirs:9{spec}}" if not math.isnan(theirs) else f"{'–':>9}"
@@ -505,6 +567,34 @@ def report_starts(starts: Starts, three: ThreeChannels, aiogram_rss: float) -> N
     print(
         f"   ours, 3 channels: → Telegram polling {three.polling:.2f}, → all connected {three.connected:.2f}"
     )
+
+
+def report_sustained(sustained: Sustained) -> None:
+    run = sustained.run
+    n = len(run.latency)
+    print(
+        f"\n6. sustained: {sustained.users} users for {run.seconds:.0f} s, each writing again once answered"
+    )
+    print(
+        f"   {n} messages, {n / run.seconds:.0f} msgs/s; latency p50 {pct(run.latency, 50):.1f},"
+        f" p99 {pct(run.latency, 99):.1f}, max {max(run.latency):.1f} ms"
+    )
+    print(
+        f"   CPU per message (ms): daemon {run.per_message(run.cpu):.2f}, engine"
+        f" {run.per_message(run.engine_cpu):.2f}, fakes {run.per_message(run.fakes_cpu):.2f}"
+    )
+    (before, after), (engine_before, engine_after) = sustained.rss, sustained.engine_rss
+    print(
+        f"   RSS (MiB): daemon {before:.1f} → {after:.1f} ({after - before:+.1f}),"
+        f" engine {engine_before:.1f} → {engine_after:.1f} ({engine_after - engine_before:+.1f})"
+    )
+    print(f"   per {sustained.window:.0f} s window: {'msgs/s':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    for index, latencies in enumerate(sustained.windows):
+        span = min(sustained.window, run.seconds - index * sustained.window)
+        print(
+            f"   {index * sustained.window:5.0f}–{index * sustained.window + span:<5.0f} s"
+            f"        {len(latencies) / span:7.0f} {pct(latencies, 50):8.1f} {pct(latencies, 99):8.1f}"
+        )
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -583,6 +673,7 @@ async def main(options: argparse.Namespace) -> None:
             memory["ours, Telegram only, after the load"] = rss_mib(our_bot.pid)
             memory["  its engine child, after the load"] = rss_mib(our_bot.engine)
             memory["floor, after the load"] = rss_mib(floor_bot.pid)
+            sustained = await sustain(our_bot, people(20), options.sustain) if options.sustain else None
             profiled = await profile(our_bot, options, options.stacks or root) if options.profile else None
             await stack.aclose()  # stop both: the daemon's rows are then all on disk
             assert our_bot.home is not None
@@ -599,7 +690,9 @@ async def main(options: argparse.Namespace) -> None:
     for name, mib in memory.items():
         print(f"   {name:<40} {mib:6.1f}")
     report_starts(starts, three, aiogram_rss)
-    report_table(seq, loads, stages["one at a time"], three, memory["floor, idle"], starts)
+    if sustained is not None:
+        report_sustained(sustained)
+    report_table(seq, loads, stages["one at a time"], three, memory["floor, idle"], starts, sustained)
     print(f"\nDESIGN.md's aim: {TARGETS}")
     if profiled is not None:
         report_profile(profiled, options.top)
@@ -725,6 +818,9 @@ if __name__ == "__main__":
     parser.add_argument("--load", type=int, default=1000, help="per load shape, per bot (default 1000)")
     parser.add_argument(
         "--starts", type=_positive, default=3, help="cold starts per bot (default 3; the last is measured)"
+    )
+    parser.add_argument(
+        "--sustain", type=float, default=0.0, metavar="SECONDS", help="then ours under 20 users this long"
     )
     parser.add_argument("--profile", action="store_true", help="then profile ours (pip install py-spy)")
     parser.add_argument("--top", type=int, default=20, help="lines per profile listing (default 20)")

@@ -50,7 +50,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from mbe_gateway import contract
 from mbe_gateway.mbe import MBEClient, StdioServer, embedded_engine
-from mbe_gateway.mbe.stdio import child_environment
+from mbe_gateway.mbe.child import child_environment
 from workload import SENTENCES
 
 HERE = Path(__file__).resolve().parent

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -31,12 +32,17 @@ from mbe_gateway.errors import MBEError, SecretError
 from mbe_gateway.llm import Chain, build_provider
 from mbe_gateway.llm.factory import default_providers
 from mbe_gateway.llm.local import BUNDLED_FILE
-from mbe_gateway.mbe import MBEClient, from_settings
+from mbe_gateway.mbe.servers import from_settings
 from mbe_gateway.memory_writer import MemoryWriter
 from mbe_gateway.pipeline import Pipeline
 from mbe_gateway.secrets import Secrets
 from mbe_gateway.store import Database, memory_queue, open_database
 from mbe_gateway.texts import Language
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from mbe_gateway.mbe.client import MBEClient
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +124,23 @@ def describe_model(settings: ProviderSettings) -> str:
 
 @asynccontextmanager
 async def open_assistant(
-    config: Config, *, language: Language | None = None, drain_within: float = DRAIN_WITHIN
+    config: Config,
+    *,
+    language: Language | None = None,
+    drain_within: float = DRAIN_WITHIN,
+    db: Database | None = None,
+    spawned: anyio.abc.Process | None = None,
 ) -> AsyncIterator[Assistant]:
     """Build and start every part; on leaving, drain the memory queue (bounded), then stop them.
 
     Raises ConfigError or SecretError, before starting anything, when no model can be used.
+    The daemon, which starts its parts in its own order, passes the database it opened (left
+    open on leaving) and the engine it spawned (`mbe.child.spawn`, taken over by the client).
     """
+    # Here, not at the top: the MCP SDK behind the client is the slowest import of a start,
+    # and the daemon starts its channels before it needs it.
+    from mbe_gateway.mbe.client import MBEClient
+
     data = paths.data_dir()
     secrets = Secrets(config.secrets, data)
     models = model_settings(config)
@@ -132,11 +149,13 @@ async def open_assistant(
         call_timeout=config.mbe.call_timeout,
         connect_timeout=config.mbe.connect_timeout,
         home=data,
+        spawned=spawned,
     )
     chain = build_model(models, secrets=secrets, mbe=mbe)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(chain.aclose)
-        db = await stack.enter_async_context(await open_database(paths.gateway_db()))
+        if db is None:
+            db = await stack.enter_async_context(await open_database(paths.gateway_db()))
         await stack.enter_async_context(mbe)
         writer = MemoryWriter(db, mbe)
         chosen = language or config.gateway.language

@@ -25,24 +25,27 @@ import signal
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from mbe_gateway import access, commands, intake, lock
-from mbe_gateway.assistant import Assistant
+from mbe_gateway import access, commands, intake, lock, paths
+from mbe_gateway.assistant import Assistant, model_settings, open_assistant
 from mbe_gateway.channels.base import Channel, Inbound
 from mbe_gateway.config import Config
 from mbe_gateway.control import events
 from mbe_gateway.control.metrics import Metrics
 from mbe_gateway.conversations import Conversations, Turn
 from mbe_gateway.delivery import Delivery
-from mbe_gateway.errors import ChannelAuthFailed, GatewayError
+from mbe_gateway.errors import ChannelAuthFailed, GatewayError, MBEUnavailable
+from mbe_gateway.mbe import child
 from mbe_gateway.mbe.backoff import Backoff
+from mbe_gateway.mbe.servers import StdioServer, from_settings
 from mbe_gateway.pipeline import Request
 from mbe_gateway.secrets import Secrets
-from mbe_gateway.store import exchanges, inbox, outbox
+from mbe_gateway.store import Database, exchanges, inbox, open_database, outbox
 from mbe_gateway.store.inbox import InboxMessage
 
 log = logging.getLogger(__name__)
@@ -58,38 +61,80 @@ class Gateway:
 
     def __init__(
         self,
-        assistant: Assistant,
+        assistant: Assistant | None,
         channels: Mapping[str, Channel],
         policies: Mapping[str, access.Policy],
         *,
+        config: Config | None = None,
+        db: Database | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        self.assistant = assistant
+        """`assistant` None: it is still starting (give `config` and `db`, and `attach` it
+        once it runs). The channels take messages in meanwhile; they wait in the inbox and in
+        their lanes, and are answered once the assistant is attached."""
+        if assistant is not None:
+            config, db = assistant.config, assistant.db
+        if config is None or db is None:
+            raise TypeError("a Gateway without its assistant needs the config and the database")
+        self._assistant = assistant
+        self._ready = anyio.Event()
+        self.config = config
+        self.db = db
+        self.language = assistant.language if assistant is not None else config.gateway.language
         self.channels = channels
         self.policies = policies
-        self.db = assistant.db
-        self.late_after = assistant.config.gateway.late_after_minutes * 60.0
-        self.conversations = Conversations(self._answer, debounce=assistant.config.assistant.debounce)
+        self.late_after = self.config.gateway.late_after_minutes * 60.0
+        self.conversations = Conversations(self._answer, debounce=self.config.assistant.debounce)
         self.delivery = Delivery(self.db, channels)
-        self.intake = intake.Intake.from_config(assistant.config, assistant.language)  # size, rate
+        self.intake = intake.Intake.from_config(config, self.language)  # size, rate
         self.states: dict[str, str] = {name: "starting" for name in channels}
-        self.metrics = Metrics(providers=[p.name for p in assistant.chain.providers])  # for /metrics
+        self.metrics = Metrics()  # for /metrics; the model chain's providers once attached
         self.events = events.Events()  # fanned out to control-plane clients
         self._backoff = backoff if backoff is not None else Backoff(base=1.0, cap=60.0)
         self._intake = anyio.CancelScope()  # the channels' supervisors: cancelled first on stopping
+        self._running = anyio.CancelScope()  # all of `run`, for `stop`
+        self._stopped = anyio.Event()
+        self._stopped.set()  # not running yet
         self._unanswered: set[int] = set()  # inbox ids handed to a lane, not yet answered or failed
         self._answered = anyio.Event()  # set when the last of them is
+        if assistant is not None:
+            self.attach(assistant)
+
+    @property
+    def assistant(self) -> Assistant:
+        if self._assistant is None:
+            raise RuntimeError("the assistant is still starting")
+        return self._assistant
+
+    def attach(self, assistant: Assistant) -> None:
+        """The assistant runs: answer what waited for it, and everything after."""
+        self._assistant = assistant
+        self.metrics.providers = tuple(p.name for p in assistant.chain.providers)
+        self._ready.set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; `await tg.start(gateway.run)` returns once every part runs."""
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.delivery.run)
-            await tg.start(self.conversations.run)
-            resumed = await self._resume()
-            if resumed:
-                log.info("answering messages that arrived before a restart", extra={"messages": resumed})
-            tg.start_soon(self._take_in, name="channels")
-            task_status.started()
+        """Serve until cancelled (or `stop`ped); `await tg.start(gateway.run)` returns once
+        every part runs."""
+        self._stopped = anyio.Event()
+        try:
+            with self._running:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(self.delivery.run)
+                    await tg.start(self.conversations.run)
+                    resumed = await self._resume()
+                    if resumed:
+                        log.info(
+                            "answering messages that arrived before a restart", extra={"messages": resumed}
+                        )
+                    tg.start_soon(self._take_in, name="channels")
+                    task_status.started()
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Cancel `run` and wait until it has returned (at once if it is not running)."""
+        self._running.cancel()
+        await self._stopped.wait()
 
     async def drain(self, within: float) -> tuple[int, int]:
         """Stop taking messages, then give the replies in flight up to `within` seconds to be
@@ -124,7 +169,7 @@ class Gateway:
         """Take one message from a channel; returns once it is stored (or deliberately not)."""
         message = intake.clean(message)
         verdict = await access.decide(
-            self.db, self.policies.get(message.channel, access.Policy()), message, self.assistant.language
+            self.db, self.policies.get(message.channel, access.Policy()), message, self.language
         )
         if verdict.allowed:
             verdict = self.intake.admit(message)
@@ -219,12 +264,13 @@ class Gateway:
     # --- through ----------------------------------------------------------------------------
 
     async def _answer(self, request: Request, turn: Turn) -> None:
-        pipeline = self.assistant.pipeline
         channel = self.channels.get(request.channel)
         try:
             async with anyio.create_task_group() as tg:
                 if channel is not None and channel.capabilities.typing:
                     tg.start_soon(_keep_typing, channel, request.chat_id)
+                await self._ready.wait()  # at once, unless the assistant is still starting
+                pipeline = self.assistant.pipeline
                 reply = await pipeline.prepare(request)
                 tg.cancel_scope.cancel()
             turn.commit()
@@ -309,22 +355,26 @@ async def serve(
 ) -> None:
     """`mbe-gateway run`: the assistant and every enabled channel, until SIGTERM or SIGINT.
 
-    The one place that orders the shutdown. The data dir's lock comes first (a second daemon
-    is refused before it touches anything) and goes last; the signal receiver is opened before
-    anything starts, so a signal during start-up still stops the daemon in order. On a signal:
-    `Gateway.drain` (intake, then replies in flight, then the outbox, bounded), then the
-    gateway's tasks are cancelled, then the channels close and `open_assistant` writes the
-    queued memory (bounded) and stops the engine. AlreadyRunning if the lock is held.
-    """
-    from mbe_gateway import paths
-    from mbe_gateway.assistant import open_assistant
-    from mbe_gateway.control.server import serve as serve_control
+    The one place that orders the start and the shutdown. The data dir's lock comes first (a
+    second daemon is refused before it touches anything) and goes last; the signal receiver
+    is opened before anything starts, so a signal during start-up still stops the daemon in
+    order. Start-up is ordered for speed: the engine child is spawned first and starts up on
+    the other core while the channels' libraries load (aiogram alone takes seconds), the
+    channels then take messages in (into the inbox, where they wait), and only then are the
+    MCP client and the rest of the assistant loaded, attached, and the control plane served.
+    A setup without a usable model is still refused before anything starts.
 
+    On a signal: `Gateway.drain` (intake, then replies in flight, then the outbox, bounded),
+    then the gateway's tasks are cancelled, then the channels close and `open_assistant`
+    writes the queued memory (bounded) and stops the engine. AlreadyRunning if the lock is held.
+    """
     data = paths.data_dir()
     with lock.hold(data), anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         secrets = Secrets(config.secrets, data)
+        model_settings(config)  # ConfigError now if there is no model at all
         async with AsyncExitStack() as stack:
-            assistant = await stack.enter_async_context(open_assistant(config))
+            db = await stack.enter_async_context(await open_database(paths.gateway_db()))
+            engine = await _spawn_engine(config, secrets, data, stack)
             channels: dict[str, Channel] = {}
             for name in enabled_platforms(config):
                 try:
@@ -336,16 +386,42 @@ async def serve(
                     "no channel is enabled: add one to the config ([channels.telegram] enabled = true)"
                 )
             policies = {name: policy_of(config, name) for name in channels}
-            gateway = Gateway(assistant, channels, policies)
+            gateway = Gateway(None, channels, policies, config=config, db=db)
             async with anyio.create_task_group() as tg:
-                await tg.start(gateway.run)
-                tg.start_soon(serve_control, gateway, config.control, secrets, name="control plane")
-                log.info(
-                    "mbe-gateway is running", extra={"channels": sorted(channels), "model": assistant.model}
-                )
-                task_status.started(gateway)
-                await _drain_on_signal(signals, gateway, config.gateway.drain_seconds)
-                tg.cancel_scope.cancel()
+                await tg.start(gateway.run)  # messages are taken in now, and wait for the assistant
+                async with (
+                    open_assistant(config, db=db, spawned=engine) as assistant,
+                    anyio.create_task_group() as serving,
+                ):
+                    gateway.attach(assistant)
+                    from mbe_gateway.control.server import serve as serve_control  # aiohttp.web, MCP: last
+
+                    serving.start_soon(serve_control, gateway, config.control, secrets, name="control plane")
+                    log.info(
+                        "mbe-gateway is running",
+                        extra={"channels": sorted(channels), "model": assistant.model},
+                    )
+                    task_status.started(gateway)
+                    await _drain_on_signal(signals, gateway, config.gateway.drain_seconds)
+                    await gateway.stop()  # before the assistant goes: nothing may use it after
+                    serving.cancel_scope.cancel()
+
+
+async def _spawn_engine(
+    config: Config, secrets: Secrets, data: Path, stack: AsyncExitStack
+) -> anyio.abc.Process | None:
+    """Start the MBE server now when it is our child (over stdio), so it starts up while we
+    do; the MBE client takes it over. None over HTTP, or if it cannot start: the client then
+    tries on its own and reports why."""
+    server = from_settings(config.mbe, secrets, data)
+    if not isinstance(server, StdioServer):
+        return None
+    try:
+        process = await child.spawn(server, errlog=child.default_errlog(data), home=data)
+    except MBEUnavailable:
+        return None
+    stack.push_async_callback(child.stop, process)  # if the client never took it over (a failed start)
+    return process
 
 
 async def _drain_on_signal(signals: AsyncIterator[signal.Signals], gateway: Gateway, within: float) -> None:

@@ -40,6 +40,7 @@ from mbe_gateway.errors import (
     MBEUnavailable,
 )
 from mbe_gateway.mbe.backoff import Backoff
+from mbe_gateway.mbe.child import default_errlog
 from mbe_gateway.mbe.connection import Connection, connect
 from mbe_gateway.mbe.servers import Server
 
@@ -68,17 +69,19 @@ class MBEClient:
         restart_after_timeouts: int = 3,
         home: Path | None = None,
         errlog: Path | None = None,
+        spawned: anyio.abc.Process | None = None,
     ) -> None:
         """`home` is the data dir the child is told about (MBE_GATEWAY_HOME); the child's
         stderr is appended to `errlog` (default: logs/mbe-server.log under it). A server
         whose calls time out `restart_after_timeouts` times in a row is taken for wedged
-        and restarted.
+        and restarted. `spawned`: the stdio server, already started with `child.spawn`
+        (the daemon starts it early), is the first one used; restarts spawn anew.
         """
         self.server = server
         self.call_timeout = call_timeout
         self.connect_timeout = connect_timeout
         self.home = home if home is not None else paths.data_dir()
-        self.errlog = errlog if errlog is not None else self.home / "logs" / "mbe-server.log"
+        self.errlog = errlog if errlog is not None else default_errlog(self.home)
         self._backoff = backoff if backoff is not None else Backoff()
         self._restart_after_timeouts = restart_after_timeouts
         self._state: State = "down"
@@ -90,6 +93,7 @@ class MBEClient:
         self._warned_missing: set[str] = set()
         self._changed: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._spawned = spawned
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -276,9 +280,14 @@ class MBEClient:
         while True:
             self._set_state("starting")
             ready_at: float | None = None
+            spawned, self._spawned = self._spawned, None
             try:
                 async with connect(
-                    self.server, errlog=self.errlog, home=self.home, within=self.connect_timeout
+                    self.server,
+                    errlog=self.errlog,
+                    home=self.home,
+                    within=self.connect_timeout,
+                    spawned=spawned,
                 ) as conn:
                     ready_at = anyio.current_time()
                     self._on_ready(conn)

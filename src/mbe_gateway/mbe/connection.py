@@ -66,10 +66,13 @@ class Connection:
 
 
 @asynccontextmanager
-async def connect(server: Server, *, errlog: Path, home: Path, within: float) -> AsyncIterator[Connection]:
+async def connect(
+    server: Server, *, errlog: Path, home: Path, within: float, spawned: anyio.abc.Process | None = None
+) -> AsyncIterator[Connection]:
     """Start (or reach) `server`, finish the MCP handshake and list its tools within `within` s.
+    `spawned`: a stdio server already started (`child.spawn`), to take over instead.
 
-    Leaving the context closes the session and stops the child (see `stdio.stop`).
+    Leaving the context closes the session and stops the child (see `child.stop`).
     """
     # The deadline scope encloses the exit stack, so every scope the SDK opens inside is
     # closed before it; it is lifted once the handshake is done. Failures found inside are
@@ -83,7 +86,7 @@ async def connect(server: Server, *, errlog: Path, home: Path, within: float) ->
             transport: Transport
             mode = "auto"  # ask for the 2026 protocol, fall back to the classic handshake
             if isinstance(server, StdioServer):
-                child = transport = ChildTransport(server, errlog=errlog, home=home)
+                child = transport = ChildTransport(server, errlog=errlog, home=home, spawned=spawned)
                 mode = server.protocol
             else:
                 http = await stack.enter_async_context(_http_client(server))

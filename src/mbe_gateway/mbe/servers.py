@@ -25,7 +25,7 @@ class StdioServer:
     """An MCP server we start as our child and talk to over its stdin/stdout.
 
     The child gets a small environment, not ours: the few variables any program needs
-    (see `stdio.ESSENTIAL_ENV`), MBE_GATEWAY_HOME, the names listed in `pass_env` copied
+    (see `child.ESSENTIAL_ENV`), MBE_GATEWAY_HOME, the names listed in `pass_env` copied
     from our environment, and then `env` on top. Values are never logged, only names.
 
     `protocol` is how the MCP session opens: "auto" (the SDK's default: ask for the 2026

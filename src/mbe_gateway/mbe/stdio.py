@@ -7,84 +7,28 @@ straight from the caller's task to the pipe and from the pipe to the session's r
 without the two relay tasks and memory streams the SDK puts in between
 (bench/mcp_roundtrip.py measures the difference).
 
-Shutdown follows the MCP spec and the SDK: close the child's stdin, give it time to exit,
-then SIGTERM its process group, then SIGKILL; the child runs in its own session so the
-whole group (anything it spawned) goes with it and nothing is orphaned.
+Starting and stopping the child live in `child`, which needs no MCP import. Shutdown follows
+the MCP spec and the SDK: close the child's stdin, give it time to exit, then SIGTERM its
+process group, then SIGKILL; the child runs in its own session so the whole group (anything
+it spawned) goes with it and nothing is orphaned.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-from contextlib import suppress
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Self
 
 import anyio
 import anyio.abc
 import mcp_types
 from mcp.shared.message import SessionMessage
 
-from mbe_gateway.errors import MBEUnavailable
+from mbe_gateway.mbe.child import spawn, stop
 from mbe_gateway.mbe.servers import StdioServer
-from mbe_gateway.paths import ENV_HOME
 
 log = logging.getLogger(__name__)
-
-# What every program needs (the SDK's own list), plus locale, temp dir and time zone, plus
-# what lets a Python server find its packages when it is run from a checkout or a venv.
-ESSENTIAL_ENV: Final = (
-    "HOME",
-    "LOGNAME",
-    "PATH",
-    "SHELL",
-    "TERM",
-    "USER",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TMPDIR",
-    "TZ",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "VIRTUAL_ENV",
-)
-
-STDIN_CLOSE_GRACE: Final = 2.0  # the server's time to exit on its own once its stdin closes
-SIGTERM_GRACE: Final = 2.0  # then SIGTERM to the group, and this long before SIGKILL
-_POLL: Final = 0.01
-ERRLOG_ROTATE_BYTES: Final = 1_000_000
-
-
-def child_environment(server: StdioServer, *, home: Path) -> dict[str, str]:
-    """The child's whole environment: essentials, MBE_GATEWAY_HOME, `pass_env`, then `env`."""
-    env: dict[str, str] = {}
-    for name in (*ESSENTIAL_ENV, *server.pass_env):
-        value = os.environ.get(name)
-        if value is not None and not value.startswith("()"):  # skip exported shell functions
-            env[name] = value
-    env[ENV_HOME] = str(home)
-    env.update(server.env)
-    return env
-
-
-def _open_errlog(path: Path, server: StdioServer) -> int:
-    """Open the child's stderr file for appending, rotating it once it grows past ~1 MB.
-
-    A marker line per start lets a reader tell one run's traceback from the next one's.
-    Returns a raw descriptor: the child inherits its own copy, ours is closed right after.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with suppress(FileNotFoundError):
-        if path.stat().st_size > ERRLOG_ROTATE_BYTES:
-            path.replace(path.with_name(path.name + ".1"))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    os.write(fd, f"--- {stamp} starting {server.name} ---\n".encode())
-    return fd
 
 
 class ChildTransport:
@@ -94,12 +38,16 @@ class ChildTransport:
     reaches end-of-file, which is how a dead child shows itself first.
     """
 
-    def __init__(self, server: StdioServer, *, errlog: Path, home: Path) -> None:
+    def __init__(
+        self, server: StdioServer, *, errlog: Path, home: Path, spawned: anyio.abc.Process | None = None
+    ) -> None:
+        """`spawned`: the server already started with `child.spawn` (the daemon starts its
+        engine before it loads this module), taken over instead of starting another."""
         self.server = server
         self.errlog = errlog
         self.home = home
         self.ended = anyio.Event()
-        self._process: anyio.abc.Process | None = None
+        self._process: anyio.abc.Process | None = spawned
 
     @property
     def process(self) -> anyio.abc.Process:
@@ -108,23 +56,8 @@ class ChildTransport:
         return self._process
 
     async def __aenter__(self) -> tuple[_LineReader, _LineWriter]:
-        env = child_environment(self.server, home=self.home)
-        fd = _open_errlog(self.errlog, self.server)
-        try:
-            self._process = await anyio.open_process(
-                list(self.server.command), env=env, stderr=fd, cwd=self.server.cwd, start_new_session=True
-            )
-        except OSError as exc:
-            raise MBEUnavailable(
-                f"cannot start the MBE server {self.server.command[0]!r}: {exc.strerror or exc}; "
-                "check [mbe] command in the config (is MBE installed?)"
-            ) from exc
-        finally:
-            os.close(fd)
-        log.debug(
-            "MBE server spawned",
-            extra={"server": self.server.name, "pid": self._process.pid, "env_names": sorted(env)},
-        )
+        if self._process is None:
+            self._process = await spawn(self.server, errlog=self.errlog, home=self.home)
         assert self._process.stdout is not None and self._process.stdin is not None
         return _LineReader(self._process.stdout, self.ended), _LineWriter(self._process.stdin)
 
@@ -134,52 +67,6 @@ class ChildTransport:
         self.ended.set()
         if self._process is not None:
             await stop(self._process)
-
-
-async def stop(process: anyio.abc.Process) -> None:
-    """Stop a child and its process group: close stdin, wait, SIGTERM, wait, SIGKILL.
-
-    Anything left in the group once the child itself has exited is signalled at once: it
-    would otherwise outlive us as an orphan. Shielded and bounded, so a cancelled caller
-    can neither skip this nor hang in it.
-    """
-    with anyio.CancelScope(shield=True):
-        if process.stdin is not None:
-            with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await process.stdin.aclose()
-        with anyio.move_on_after(STDIN_CLOSE_GRACE):
-            await process.wait()
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            if process.returncode is not None and not _group_alive(process.pid):
-                break
-            log.info(
-                "stopping the MBE server with %s",
-                signal.Signals(signum).name,
-                extra={"pid": process.pid, "exited": process.returncode is not None},
-            )
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signum)
-            await _wait_gone(process, SIGTERM_GRACE)
-        with anyio.move_on_after(SIGTERM_GRACE):  # only a process stuck in the kernel outlives SIGKILL
-            await process.aclose()
-
-
-async def _wait_gone(process: anyio.abc.Process, grace: float) -> None:
-    """Wait up to `grace` s until the child has exited and nothing is left in its process group."""
-    with anyio.move_on_after(grace):
-        await process.wait()
-        while _group_alive(process.pid):  # noqa: ASYNC110 (no event tells when a process group empties)
-            await anyio.sleep(_POLL)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _LineReader:
