@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -17,11 +17,13 @@ import pytest
 from fake_llm_servers import Answer, FakeLLM, Hang, serve_fake_llm
 from fakes.slack import serve_fake_slack
 from fakes.telegram import ALICE, BOB, FakeTelegram, serve_fake_telegram
-from mbe_gateway import access
+from mbe_gateway import access, paths
+from mbe_gateway.assistant import open_assistant
 from mbe_gateway.channels.base import Inbound
 from mbe_gateway.config import load_config
-from mbe_gateway.gateway import Gateway, serve
-from mbe_gateway.store import history, inbox, sessions
+from mbe_gateway.gateway import Gateway, open_channel, policy_of, serve
+from mbe_gateway.secrets import Secrets
+from mbe_gateway.store import history, inbox, open_database, sessions
 
 
 @pytest.fixture
@@ -207,3 +209,46 @@ async def test_a_wrong_telegram_token_stops_only_telegram_and_slack_still_answer
                     await anyio.sleep(0.05)
             assert "telegram_token" in gateway.states["telegram"]
             assert "AAwrong" not in gateway.states["telegram"]
+
+
+@pytest.mark.anyio
+async def test_a_message_that_arrives_while_the_assistant_starts_waits_and_is_answered_once_it_runs(
+    configure, platforms
+) -> None:
+    telegram, llm = platforms
+    config = load_config(configure(telegram_extra=OPEN))
+    secrets = Secrets(config.secrets, paths.data_dir())
+    async with AsyncExitStack() as stack:
+        db = await stack.enter_async_context(await open_database(paths.gateway_db()))
+        channels = {"telegram": await open_channel("telegram", config, secrets, stack)}
+        gateway = Gateway(None, channels, {"telegram": policy_of(config, "telegram")}, config=config, db=db)
+        async with anyio.create_task_group() as tg:
+            await tg.start(gateway.run)
+            asked = telegram.dm("Are you awake yet?")
+            await telegram.wait_confirmed(asked.update_id, timeout=20)  # on disk, acknowledged
+            await anyio.sleep(0.3)
+            assert telegram.sent == [] and llm.requests == []  # nobody to answer it yet
+            with pytest.raises(RuntimeError, match="still starting"):
+                _ = gateway.assistant
+            async with open_assistant(config, db=db) as assistant:
+                gateway.attach(assistant)
+                (reply,) = await telegram.wait_sent(1, timeout=20)
+                await gateway.stop()
+            tg.cancel_scope.cancel()
+    assert reply.reply_to_message_id == asked.message_id
+    assert reply.text.startswith("Hello from the fake model.")
+    assert len(llm.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_the_daemon_starts_its_engine_once_and_the_assistant_uses_that_one(
+    configure, platforms
+) -> None:
+    telegram, _ = platforms
+    async with running(configure(telegram_extra=OPEN)) as gateway:
+        telegram.dm("hello")
+        await telegram.wait_sent(1, timeout=20)
+        assert gateway.assistant.mbe.state == "ready"
+        pid = gateway.assistant.mbe.pid
+    starts = (paths.data_dir() / "logs" / "mbe-server.log").read_text().count(" starting ")
+    assert starts == 1 and pid is not None
