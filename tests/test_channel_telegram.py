@@ -246,6 +246,17 @@ async def test_refused_delivery_comes_again_with_the_same_id_and_polling_goes_on
 
 
 @pytest.mark.anyio
+async def test_the_channel_says_it_is_receiving_once_it_polls(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    assert not channel.receiving.is_set()
+    async with running(channel, fake, Inbox()):
+        with anyio.fail_after(5):
+            await channel.receiving.wait()
+        assert fake.calls_to("getMe") and fake.calls_to("setMyCommands")  # connected first
+
+
+@pytest.mark.anyio
 async def test_a_batch_is_delivered_chat_by_chat_at_once_each_chat_in_order(
     fake: FakeTelegram, channel: TelegramChannel
 ) -> None:

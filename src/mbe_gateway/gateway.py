@@ -54,6 +54,7 @@ PLATFORMS = ("telegram", "discord", "slack")
 TYPING_EVERY = 4.5  # seconds: platforms show "typing…" for about five
 SEND_GRACE = 2.0  # seconds the outbox gets when stopping, even after a drain that used all its time
 _DRAIN_POLL = 0.02  # seconds between looks at the outbox while it drains
+RECEIVING_WAIT = 5.0  # seconds loading the assistant waits at most for the channels to connect
 
 
 class Gateway:
@@ -389,6 +390,9 @@ async def serve(
             gateway = Gateway(None, channels, policies, config=config, db=db)
             async with anyio.create_task_group() as tg:
                 await tg.start(gateway.run)  # messages are taken in now, and wait for the assistant
+                with anyio.move_on_after(RECEIVING_WAIT):  # let them reach their platforms first
+                    for channel in channels.values():
+                        await channel.receiving.wait()
                 async with (
                     open_assistant(config, db=db, spawned=engine) as assistant,
                     anyio.create_task_group() as serving,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
+import anyio
+
 Markup = Literal["telegram_html", "discord_markdown", "slack_mrkdwn", "plain"]
 
 
@@ -67,6 +69,8 @@ class Channel(Protocol):
 
     name: str
     capabilities: Capabilities
+    receiving: anyio.Event  # set once `run` is connected and receiving (the daemon waits for it
+    # before loading its heavier parts, so that a cold start reaches the platform first)
 
     async def run(self, deliver: Deliver) -> None:
         """Connect, then receive until cancelled: each message goes to `deliver`, and is

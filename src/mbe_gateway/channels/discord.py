@@ -118,6 +118,7 @@ class DiscordChannel:
         self._rest_app: hikari.RESTApp | None = None
         self._rest: hikari.impl.RESTClientImpl | None = None
         self._rest_lock = anyio.Lock()
+        self.receiving = anyio.Event()
         self._unfinished: OrderedDict[tuple[str, str | None, str], _Progress] = OrderedDict()
 
     def __repr__(self) -> str:
@@ -252,6 +253,7 @@ class DiscordChannel:
 
         async def on_ready(event: hikari.ShardReadyEvent) -> None:
             self._me = int(event.my_user.id)
+            self.receiving.set()
             log.info(
                 "connected to Discord",
                 extra={"bot": f"@{event.my_user.username}", "bot_id": self._me, "rest_url": self._rest_url},

@@ -113,6 +113,7 @@ class SlackChannel:
         self._web = web_client(bot_token, api_base, timeout=timeout, max_rate_limit_wait=max_rate_limit_wait)
         self._identity: _Identity | None = None
         self._delivered: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self.receiving = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<SlackChannel {self.name}>"
@@ -195,6 +196,7 @@ class SlackChannel:
                 message = f"the Socket Mode connection did not open in {self._connect_timeout:g} s"
                 raise ChannelError(message) from None
             log.info("slack connected", extra={"channel": self.name, "bot_user": identity.user_id})
+            self.receiving.set()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._receive, client, requests, deliver, identity)
                 await self._watch(client, lost)

@@ -118,6 +118,7 @@ class TelegramChannel:
         self._poll_timeout = poll_timeout
         self._retry = retry
         self._unfinished: OrderedDict[tuple[str, str | None, str], list[str]] = OrderedDict()
+        self.receiving = anyio.Event()
         session = AiohttpSession(api=TelegramAPIServer.from_base(self._api_base), timeout=30)
         try:
             self._bot = Bot(token, session=session)
@@ -160,6 +161,7 @@ class TelegramChannel:
         webhook is set for this bot (polling cannot work then)."""
         me = await self._connect()
         await self._register_commands()
+        self.receiving.set()
         offset: int | None = None
         failures = refusals = 0  # polls failed in a row; deliveries refused in a row
         while True:
