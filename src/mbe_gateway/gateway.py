@@ -393,6 +393,7 @@ async def serve(
                 with anyio.move_on_after(RECEIVING_WAIT):  # let them reach their platforms first
                     for channel in channels.values():
                         await channel.receiving.wait()
+                    await anyio.wait_all_tasks_blocked()  # their first requests are on the wire
                 async with (
                     open_assistant(config, db=db, spawned=engine) as assistant,
                     anyio.create_task_group() as serving,
