@@ -54,9 +54,10 @@ def configure(
 @asynccontextmanager
 async def running(config_path: Path, slack: FakeSlack) -> AsyncIterator[Gateway]:
     """The daemon, once its Socket Mode connection is open (the fake sends events only then)."""
+    opened = slack.connections_opened
     async with anyio.create_task_group() as tg:
         gateway: Gateway = await tg.start(serve, load_config(config_path))
-        await slack.wait_connected(slack.connections_opened + 1, timeout=20)
+        await slack.wait_connected(opened + 1, timeout=20)
         yield gateway
         tg.cancel_scope.cancel()
 
