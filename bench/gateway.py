@@ -176,6 +176,8 @@ def daemon_config(
 ) -> tuple[Path, dict[str, str]]:  # fmt: skip
     """A config.toml for these fakes, and the environment carrying their tokens."""
     lines = [
+        "[gateway]",
+        "rate_limit_per_minute = 0",  # the load is the point here: no per-sender limit
         "[[llm.providers]]",
         f'kind = "openai"\nbase_url = "{llm.openai_url}"\nmodel = "instant"',
     ]

@@ -103,6 +103,7 @@ class Delivery:
         queue = self._chats[key]
         try:
             while item is not None:
+                started = self._clock()  # a reply's sent_at is when it went out, not when that was recorded
                 ids, retry_at = await self._send(item)
                 if retry_at is not None:
                     behind = list(queue)
@@ -123,7 +124,7 @@ class Delivery:
                     self._db,
                     item.id,
                     platform_message_id=ids[0] if ids else None,
-                    now=self._clock(),
+                    now=started,
                     then_claim=following.id if following is not None else None,
                 )
                 self.sent += 1
