@@ -390,7 +390,8 @@ async def sustain(bot: Bot, users: Sequence[User], seconds: float, window: float
     run.fakes_cpu = time.process_time() - fakes
     own_after, engine_after = await settled(bot)
     run.cpu, run.engine_cpu = own_after - own, engine_after - engine
-    windows: list[list[float]] = [[] for _ in range(math.ceil(run.seconds / window))]
+    # Whole windows; the last one also holds the tail (the answers still on their way at the end).
+    windows: list[list[float]] = [[] for _ in range(max(1, int(run.seconds / window)))]
     for sent, latency in zip(run.sent, run.latency, strict=True):
         windows[min(len(windows) - 1, int((sent.at - started) / window))].append(latency)
     return Sustained(
@@ -592,7 +593,8 @@ def report_sustained(sustained: Sustained) -> None:
     )
     print(f"   per {sustained.window:.0f} s window: {'msgs/s':>7} {'p50 ms':>8} {'p99 ms':>8}")
     for index, latencies in enumerate(sustained.windows):
-        span = min(sustained.window, run.seconds - index * sustained.window)
+        last = index == len(sustained.windows) - 1
+        span = run.seconds - index * sustained.window if last else sustained.window
         print(
             f"   {index * sustained.window:5.0f}–{index * sustained.window + span:<5.0f} s"
             f"        {len(latencies) / span:7.0f} {pct(latencies, 50):8.1f} {pct(latencies, 99):8.1f}"
