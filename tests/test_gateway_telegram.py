@@ -21,7 +21,7 @@ from mbe_gateway import access, paths
 from mbe_gateway.assistant import open_assistant
 from mbe_gateway.channels.base import Inbound
 from mbe_gateway.config import load_config
-from mbe_gateway.gateway import Gateway, open_channel, policy_of, serve
+from mbe_gateway.gateway import TYPING_AFTER, Gateway, open_channel, policy_of, serve
 from mbe_gateway.secrets import Secrets
 from mbe_gateway.store import history, inbox, open_database, sessions
 
@@ -252,3 +252,16 @@ async def test_the_daemon_starts_its_engine_once_and_the_assistant_uses_that_one
         pid = gateway.assistant.mbe.pid
     starts = (paths.data_dir() / "logs" / "mbe-server.log").read_text().count(" starting ")
     assert starts == 1 and pid is not None
+
+
+@pytest.mark.anyio
+async def test_a_slow_answer_shows_typing_until_it_arrives(configure, platforms) -> None:
+    telegram, llm = platforms
+    llm.default = Hang(TYPING_AFTER + 2.0)
+    async with running(configure(telegram_extra=OPEN)):
+        asked = telegram.dm("Summarise War and Peace")
+        (reply,) = await telegram.wait_sent(1, timeout=30)
+    actions = telegram.calls_to("sendChatAction")
+    assert [(c.params["chat_id"], c.params["action"]) for c in actions][:1] == [(str(ALICE.id), "typing")]
+    assert actions[0].at - asked.at >= TYPING_AFTER  # not for an answer that comes at once
+    assert reply.text.startswith("Hello from the fake model.")
