@@ -265,3 +265,45 @@ async def test_a_slow_answer_shows_typing_until_it_arrives(configure, platforms)
     assert [(c.params["chat_id"], c.params["action"]) for c in actions][:1] == [(str(ALICE.id), "typing")]
     assert actions[0].at - asked.at >= TYPING_AFTER  # not for an answer that comes at once
     assert reply.text.startswith("Hello from the fake model.")
+
+
+@pytest.mark.anyio
+async def test_a_batch_that_comes_again_after_a_refusal_answers_each_message_once(
+    configure, platforms
+) -> None:
+    telegram, llm = platforms
+    config = load_config(configure(telegram_extra=OPEN))
+    secrets = Secrets(config.secrets, paths.data_dir())
+    refused: list[str] = []
+    offered: list[str] = []
+    b1, a1, b2 = telegram.dm("b1", user=BOB), telegram.dm("a1"), telegram.dm("b2", user=BOB)  # one batch
+    async with AsyncExitStack() as stack:
+        channels = {"telegram": await open_channel("telegram", config, secrets, stack)}
+        assistant = await stack.enter_async_context(open_assistant(config))
+        gateway = Gateway(assistant, channels, {"telegram": policy_of(config, "telegram")})
+        take = gateway.deliver
+
+        async def flaky(message: Inbound) -> None:  # the store fails once, on Bob's first message
+            offered.append(message.text)
+            if message.text == "b1" and not refused:
+                refused.append(message.platform_message_id)
+                raise RuntimeError("disk hiccup")
+            await take(message)
+
+        gateway.deliver = flaky  # type: ignore[method-assign]  # what the channel is handed
+        async with anyio.create_task_group() as tg:
+            await tg.start(gateway.run)
+            await telegram.wait_confirmed(b2.update_id, timeout=20)
+            await telegram.wait_for(lambda: {s.chat_id for s in telegram.sent} == {ALICE.id, BOB.id}, 20)
+            await anyio.sleep(0.5)
+            await gateway.stop()
+        left = await inbox.pending(gateway.db)
+    # Alice's a1 was stored in the first round; the offset stayed at b1, so a1 came again:
+    # recognised, not stored or answered twice. Bob's b1 and b2 kept their order.
+    assert refused and b1.update_id < a1.update_id < b2.update_id
+    assert offered.count("a1") == 2 and offered.count("b1") == 2 and offered.count("b2") == 1
+    assert [s.chat_id for s in telegram.sent].count(ALICE.id) == 1
+    said = [r.body["messages"][-1]["content"] for r in llm.requests]
+    assert said.count("a1") == 1
+    assert "\n".join(text for text in said if text != "a1") == "b1\nb2"  # one reply or a burst, in order
+    assert left == []
