@@ -197,6 +197,9 @@ async def test_a_flood_is_answered_up_to_the_burst_then_told_once_and_the_rest_c
         seen = "\n".join(prompts_since(served, 0))
         assert "flood message 9" in seen
         assert not any(f"flood message {n}" in seen for n in range(10, 40))  # no model call for those
+        refused = served.gateway.metrics.messages_refused
+        assert refused.values[("telegram", "rate_limited")] == 1  # the one told
+        assert refused.values[("telegram", "rate_limited_quiet")] == 29
 
         # Someone else on the same platform is not held back by the flood...
         assert (await served.reply(await served.write("hello", sender="8"))).text.startswith(
@@ -234,6 +237,7 @@ async def test_a_huge_message_is_refused_once_and_its_text_is_never_stored(
         ((row),) = await served.rows("9")
         assert row["text"] == ""
         assert served.rig.llm.requests == []
+        assert served.gateway.metrics.messages_refused.values[("telegram", "too_long")] == 2
         after = sum(f.stat().st_size for f in home.glob("gateway.sqlite3*"))
         assert after - before < 200_000  # pages for one small row, not megabytes
 

@@ -32,7 +32,7 @@ class Policy:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
-    reason: str  # for logs and metrics: why
+    reason: str  # why, as a short stable code: it labels a metric and a log line
     reply: str | None = None  # the fixed answer to a refused sender, if any
 
 
@@ -41,18 +41,18 @@ async def decide(
 ) -> Verdict:
     if message.is_group:
         if not message.addressed:
-            return Verdict(False, "group message not addressed to the bot")
+            return Verdict(False, "group_not_addressed")
         if "*" in policy.allow_groups or message.chat_id in policy.allow_groups:
-            return Verdict(True, "allowed group")
-        return Verdict(False, "group not in allow_groups")
+            return Verdict(True, "group_allowed")
+        return Verdict(False, "group_not_allowed")
     if policy.dm_policy == "open":
-        return Verdict(True, "dm_policy open")
+        return Verdict(True, "dm_open")
     if message.sender_id in policy.allow_from:
         return Verdict(True, "allow_from")
     if await pairing.is_allowed(db, message.channel, message.sender_id):
-        return Verdict(True, "approved by the owner")
+        return Verdict(True, "paired")
     if policy.dm_policy == "allowlist":
-        return Verdict(False, "not on the allowlist")
+        return Verdict(False, "not_allowlisted")
     request = await pairing.request(
         db,
         channel=message.channel,
@@ -62,10 +62,10 @@ async def decide(
         now=time.time() if now is None else now,
     )
     if request is None:  # silent: an answer here would answer every message a flood sends
-        return Verdict(False, "pairing requests full: the owner has too many pending codes")
+        return Verdict(False, "pairing_full")
     if not request.is_new:
-        return Verdict(False, "pairing code already sent")
-    return Verdict(False, "pairing code sent", say(language, "pairing_code", code=request.code))
+        return Verdict(False, "pairing_pending")
+    return Verdict(False, "pairing_code_sent", say(language, "pairing_code", code=request.code))
 
 
 async def approve(db: Database, code: str, language: Language) -> pairing.PairingRequest:

@@ -179,6 +179,7 @@ class Gateway:
         if verdict.allowed:
             verdict = self.intake.admit(message)
         if not verdict.allowed:
+            self.metrics.refused(message.channel, verdict.reason)
             log.debug(
                 "message not let in",
                 extra={"channel": message.channel, "sender_id": message.sender_id, "reason": verdict.reason},

@@ -211,11 +211,11 @@ class Intake:
         if self.limits is not None:
             taken = self.limits.take((message.channel, message.sender_id))
             if taken == "limited":
-                return Verdict(False, "rate limited", say(self.language, "rate_limited"))
+                return Verdict(False, "rate_limited", say(self.language, "rate_limited"))
             if taken == "dropped":
-                return Verdict(False, "rate limited (notice already sent)")
+                return Verdict(False, "rate_limited_quiet")
         length = len(message.text)
         if length > self.max_chars:
             answer = say(self.language, "too_long", length=length, limit=self.max_chars)
-            return Verdict(False, f"too long ({length} characters)", answer)
-        return Verdict(True, "within limits")
+            return Verdict(False, "too_long", answer)
+        return Verdict(True, "within_limits")

@@ -117,6 +117,11 @@ class Metrics:
         self.messages_in = Counter(
             "mbe_gateway_messages_in_total", "Messages stored for answering, per channel.", ("channel",)
         )
+        self.messages_refused = Counter(
+            "mbe_gateway_messages_refused_total",
+            "Messages not let in (access control, rate limit, size), per channel and reason.",
+            ("channel", "reason"),
+        )
         self.messages_out = Counter(
             "mbe_gateway_messages_out_total",
             "Answers and messages queued to be sent (or shown, on the control channel), per channel.",
@@ -153,6 +158,9 @@ class Metrics:
     def received(self, channel: str) -> None:
         self.messages_in.inc(channel)
 
+    def refused(self, channel: str, reason: str) -> None:
+        self.messages_refused.inc(channel, reason)
+
     def sent(self, channel: str) -> None:
         self.messages_out.inc(channel)
 
@@ -179,6 +187,7 @@ class Metrics:
     def families(self) -> list[Family]:
         return [
             self.messages_in,
+            self.messages_refused,
             self.messages_out,
             self.stage_seconds,
             self.mbe_call_seconds,

@@ -226,24 +226,34 @@ def tool_list() -> list[mcp_types.Tool]:
     ]
 
 
-def _answer(engine: Engine, tool: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
+def tool_result(payload: dict[str, Any]) -> mcp_types.CallToolResult:
+    """A tool's answer both ways the contract allows: structured, and as JSON text for clients
+    that read only text (docs/mbe-contract.md)."""
     import mcp_types
 
-    def failure(message: str) -> mcp_types.CallToolResult:
-        return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=message)], is_error=True)
+    text = json.dumps(payload, ensure_ascii=False)
+    return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=text)], structured_content=payload)
 
+
+def tool_failure(message: str) -> mcp_types.CallToolResult:
+    """A refused or failed call, as MCP says: a result the model can read, not a protocol error."""
+    import mcp_types
+
+    return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=message)], is_error=True)
+
+
+def _answer(engine: Engine, tool: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
     problem = engine.problem(tool, arguments)
     if problem is not None:
-        return failure(problem)
+        return tool_failure(problem)
     started = time.perf_counter()
     try:
         payload = engine.call(tool, arguments)
     except Exception as exc:
         log.exception("%s failed", tool)
-        return failure(f"{tool} failed inside the engine ({type(exc).__name__}: {_shorten(str(exc))})")
+        return tool_failure(f"{tool} failed inside the engine ({type(exc).__name__}: {_shorten(str(exc))})")
     log.debug("%s answered in %.2f ms", tool, (time.perf_counter() - started) * 1000)
-    text = json.dumps(payload, ensure_ascii=False)
-    return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=text)], structured_content=payload)
+    return tool_result(payload)
 
 
 def build_server(engine: Engine) -> Server[Any]:

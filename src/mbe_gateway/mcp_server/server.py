@@ -25,7 +25,6 @@ Tool failures are tool results with `isError` and a message saying what to do, n
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -136,26 +135,23 @@ class Router:
 async def answer(router: Router, tool: str, arguments: Mapping[str, Any]) -> mcp_types.CallToolResult:
     """One tool call as an MCP result: the result object (structured and as JSON text), or an
     error result with a message for the person reading it."""
-    import mcp_types
-
-    def failure(message: str) -> mcp_types.CallToolResult:
-        return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=message)], is_error=True)
+    from mbe_gateway.engine.server import tool_failure, tool_result
 
     problem = tools.problem(tool, arguments)
     if problem is not None:
-        return failure(problem)
+        return tool_failure(problem)
     started = time.perf_counter()
     try:
         payload = await router.call(tool, arguments)
     except GatewayError as e:
         log.info("a tool call failed", extra={"tool": tool, "error": str(e)})
-        return failure(str(e))
+        return tool_failure(str(e))
     except Exception as e:
         log.exception("a tool call failed unexpectedly", extra={"tool": tool})
-        return failure(f"{tool} failed inside mbe-gateway ({type(e).__name__}); its log (stderr) has details")
+        why = f"{tool} failed inside mbe-gateway ({type(e).__name__}); its log (stderr) has details"
+        return tool_failure(why)
     log.debug("tool answered", extra={"tool": tool, "ms": round((time.perf_counter() - started) * 1000, 2)})
-    text = json.dumps(payload, ensure_ascii=False)
-    return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=text)], structured_content=payload)
+    return tool_result(payload)
 
 
 def build_server(router: Router) -> Server[Any]:
