@@ -371,3 +371,9 @@ def test_install_warns_about_secrets_only_this_shells_environment_holds(cli: Run
     warning = next(line for line in done.stdout.splitlines() if line.startswith("Warning:"))
     assert "telegram_token" in warning and "slack_bot_token" not in warning  # that one is in service.env
     assert str(tmp_path / "service.env") in warning and "8123:abc" not in done.stdout
+
+
+def test_the_service_path_keeps_each_folder_once_and_drops_relative_ones() -> None:
+    shell = os.pathsep.join(["/root/.cargo/bin", "/root/.cargo/bin", "bin", "/usr/bin", ".", "/usr/bin"])
+    assert services.system.service_path(shell) == os.pathsep.join(["/root/.cargo/bin", "/usr/bin"])
+    assert services.system.service_path("relative:only") == os.defpath

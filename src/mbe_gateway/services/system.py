@@ -36,10 +36,18 @@ def spec_for(config: Config) -> ServiceSpec:
         command=daemon_command(),
         config=config_path,
         home=paths.data_dir().absolute(),
-        path=os.environ.get("PATH") or os.defpath,
+        path=service_path(os.environ.get("PATH") or os.defpath),
         drain_seconds=config.gateway.drain_seconds,
         environment_file=config_path.with_name(ENVIRONMENT_FILE),
     )
+
+
+def service_path(path: str) -> str:
+    """This shell's PATH for the unit, each folder once and in its first place (shells that
+    source their profile twice repeat entries), relative entries dropped: the service manager
+    starts the daemon in another working directory, where they would name other folders."""
+    folders = [folder for folder in path.split(os.pathsep) if os.path.isabs(folder)]
+    return os.pathsep.join(dict.fromkeys(folders)) or os.defpath
 
 
 def shell_only_secrets(environment_file: Path | None) -> list[str]:
