@@ -300,3 +300,43 @@ async def test_an_engine_left_idle_is_stopped_and_the_next_call_starts_it_again(
         assert found["total_count"] == 1 and backend.engine_pid not in (None, first)
         await backend.stop_engine()
         assert backend.engine_pid is None
+
+
+def test_a_client_that_hangs_up_during_a_call_leaves_no_traceback(tmp_path: Path) -> None:
+    """Claude Desktop quits with a call in flight: the server stops quietly (a store opened for
+    the call used to leave aiosqlite's thread behind, failing once the loop was closed)."""
+    lines = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw"}},
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "gateway_status"}},
+    ]
+    env = {**os.environ, **mcp_env(tmp_path / "hang-up-home")}
+    for _ in range(3):  # it was a race; it lost every time here, but be sure
+        done = subprocess.run(
+            [SCRIPT, "mcp"],
+            input=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        stderr = done.stderr.decode()
+        assert done.returncode == 0, stderr
+        assert "Traceback" not in stderr and "Event loop is closed" not in stderr, stderr
+
+
+def test_started_with_stdout_in_a_file_it_says_why_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, **mcp_env(tmp_path / "file-home")}
+    with (tmp_path / "out.txt").open("wb") as out:
+        done = subprocess.run(
+            [SCRIPT, "mcp"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE, env=env, timeout=60
+        )
+    stderr = done.stderr.decode()
+    assert done.returncode == 1
+    assert "its stdout is not a pipe, socket or terminal" in stderr and "Traceback" not in stderr, stderr

@@ -132,7 +132,7 @@ def _wire(fd: int, name: str, events: int) -> int:
     cannot wait on it: asyncio's pipe transports take only pipes, sockets and character
     devices, and epoll refuses some of those (/dev/null), which would otherwise leave the
     engine waiting forever."""
-    problem = f"the engine speaks MCP over pipes, but its {name} is"
+    problem = f"this MCP server talks over pipes, but its {name} is"
     hint = "start it from an MCP client (the gateway, Claude Desktop), which connects both"
     try:
         duplicate = _private_dup(fd)

@@ -185,12 +185,12 @@ async def _serve(config: Config) -> None:
     from mbe_gateway.secrets import Secrets
 
     data = paths.data_dir()
-    async with anyio.create_task_group() as tg:
+    # The wire first: stdin or stdout that is no pipe is one clear error, not a task group's.
+    async with stdio_streams() as (read_stream, write_stream), anyio.create_task_group() as tg:
         router = Router(config, Secrets(config.secrets, data), data, tg)
         server = build_server(router)
-        async with stdio_streams() as (read_stream, write_stream):
-            log.info("mcp server ready", extra={"data_dir": str(data), "pid": os.getpid()})
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+        log.info("mcp server ready", extra={"data_dir": str(data), "pid": os.getpid()})
+        await server.run(read_stream, write_stream, server.create_initialization_options())
         tg.cancel_scope.cancel()  # the client left: stop our engine, if it runs
 
 

@@ -285,24 +285,29 @@ def _leave_it(path: Path) -> str:
 
 
 async def open_database(path: Path | None = None) -> Database:
-    """Open (creating if absent) and migrate the gateway database; refuse anything unhealthy."""
+    """Open (creating if absent) and migrate the gateway database; refuse anything unhealthy.
+
+    Shielded: a cancel in the middle of `aiosqlite.connect` would leave its thread running
+    with no handle to close it, and that thread fails loudly once the event loop is gone
+    (a client that hangs up on `mbe-gateway mcp` during a call did this). Opening is quick.
+    """
     path = path if path is not None else paths.gateway_db()
     if sqlite3.sqlite_version_info < _MIN_SQLITE:
         raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old; mbe-gateway needs 3.35 or newer")
     _check_file(path)
     _create_private(path)
-    try:
-        conn = await aiosqlite.connect(path, isolation_level=None)
-    except sqlite3.Error as e:
-        raise _store_error(path, e) from e
-    try:
-        conn.row_factory = sqlite3.Row
-        await _prepare(path, conn)
-        reader = await _open_reader(path)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True):
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as e:
+            raise _store_error(path, e) from e
+        try:
+            conn.row_factory = sqlite3.Row
+            await _prepare(path, conn)
+            reader = await _open_reader(path)
+        except BaseException:
             await conn.close()
-        raise
+            raise
     return Database(path, conn, reader)
 
 
