@@ -210,3 +210,14 @@ def test_troubleshooting_explains_every_check_doctor_can_print() -> None:
     guide = (DOCS / "troubleshooting.md").read_text(encoding="utf-8")
     missing = sorted(n for n in names if not re.search(rf"`[-✓✗! ]*{re.escape(n)}[ `]", guide))
     assert missing == [], f"docs/troubleshooting.md does not explain doctor's {missing}"
+
+
+def test_every_log_line_troubleshooting_quotes_is_one_the_code_writes() -> None:
+    """A quoted log message (`"restarting MBE"`) is what people grep for: it must exist."""
+    guide = (DOCS / "troubleshooting.md").read_text(encoding="utf-8")
+    quoted = {" ".join(q.split()) for q in re.findall(r'`"([^"`]+ [^"`]+)"`', guide)}
+    quoted = {q for q in quoted if not q.startswith("secret:")}
+    assert len(quoted) >= 10
+    source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "src" / "mbe_gateway").rglob("*.py"))
+    missing = sorted(q for q in quoted if f'"{q}"' not in source)
+    assert missing == [], f"docs/troubleshooting.md quotes log lines the code never writes: {missing}"
