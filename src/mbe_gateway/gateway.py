@@ -36,6 +36,7 @@ from mbe_gateway.assistant import Assistant, model_settings, open_assistant
 from mbe_gateway.channels.base import Channel, Inbound
 from mbe_gateway.config import Config
 from mbe_gateway.control import events
+from mbe_gateway.control.measured_mbe import MeasuredMBE
 from mbe_gateway.control.metrics import Metrics
 from mbe_gateway.conversations import Conversations, Turn
 from mbe_gateway.delivery import Delivery
@@ -111,8 +112,16 @@ class Gateway:
             raise RuntimeError("the assistant is still starting")
         return self._assistant
 
+    @property
+    def starting(self) -> bool:
+        """Whether the assistant is still starting: the control plane serves meanwhile, and
+        says so rather than reach for `assistant`."""
+        return self._assistant is None
+
     def attach(self, assistant: Assistant) -> None:
-        """The assistant runs: answer what waited for it, and everything after."""
+        """The assistant runs: answer what waited for it, and everything after. Its MBE calls
+        are timed for /metrics from the first one on."""
+        assistant.pipeline.mbe = MeasuredMBE(assistant.pipeline.mbe, self.metrics)
         self._assistant = assistant
         self.metrics.providers = tuple(p.name for p in assistant.chain.providers)
         self._ready.set()
@@ -367,8 +376,9 @@ async def serve(
     is opened before anything starts, so a signal during start-up still stops the daemon in
     order. Start-up is ordered for speed: the engine child is spawned first and starts up on
     the other core while the channels' libraries load (aiogram alone takes seconds), the
-    channels then take messages in (into the inbox, where they wait), and only then are the
-    MCP client and the rest of the assistant loaded, attached, and the control plane served.
+    channels then take messages in (into the inbox, where they wait) and the control plane is
+    served (showing the assistant as starting), and only then are the MCP client and the rest
+    of the assistant loaded and attached.
     A setup without a usable model is still refused before anything starts.
 
     On a signal: `Gateway.drain` (intake, then replies in flight, then the outbox, bounded),
@@ -394,20 +404,16 @@ async def serve(
                 )
             policies = {name: policy_of(config, name) for name in channels}
             gateway = Gateway(None, channels, policies, config=config, db=db)
+            control = anyio.CancelScope()  # the control plane's: it stops before the assistant does
             async with anyio.create_task_group() as tg:
                 await tg.start(gateway.run)  # messages are taken in now, and wait for the assistant
+                tg.start_soon(_serve_control, gateway, config, secrets, control, name="control plane")
                 with anyio.move_on_after(RECEIVING_WAIT):  # let them reach their platforms first
                     for channel in channels.values():
                         await channel.receiving.wait()
                     await anyio.wait_all_tasks_blocked()  # their first requests are on the wire
-                async with (
-                    open_assistant(config, db=db, spawned=engine) as assistant,
-                    anyio.create_task_group() as serving,
-                ):
+                async with open_assistant(config, db=db, spawned=engine) as assistant:
                     gateway.attach(assistant)
-                    from mbe_gateway.control.server import serve as serve_control  # aiohttp.web, MCP: last
-
-                    serving.start_soon(serve_control, gateway, config.control, secrets, name="control plane")
                     log.info(
                         "mbe-gateway is running",
                         extra={"channels": sorted(channels), "model": assistant.model},
@@ -415,7 +421,19 @@ async def serve(
                     task_status.started(gateway)
                     await _drain_on_signal(signals, gateway, config.gateway.drain_seconds)
                     await gateway.stop()  # before the assistant goes: nothing may use it after
-                    serving.cancel_scope.cancel()
+                    control.cancel()
+
+
+async def _serve_control(
+    gateway: Gateway, config: Config, secrets: Secrets, scope: anyio.CancelScope
+) -> None:
+    """The control plane, from the daemon's first moment (it shows the assistant as starting
+    until `attach`) until `scope` is cancelled. Imported only now: aiohttp.web and the rest
+    of it are not needed to take the first messages in."""
+    from mbe_gateway.control.server import serve as serve_control
+
+    with scope:
+        await serve_control(gateway, config.control, secrets)
 
 
 async def _spawn_engine(

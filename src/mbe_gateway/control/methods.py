@@ -5,6 +5,10 @@ params, and a way to send events to the calling client only) and return the resp
 payload, or raise: ControlError with a protocol code, or any GatewayError, which the server
 maps to a code (docs/control-protocol.md). `connect` is not here: the server handles it before
 any of these can be called.
+
+The server answers from the daemon's first moment, before the assistant is attached: what
+needs the assistant (`chat.send`, `mbe.call`) is then `unavailable`; everything else reads
+the store, the channels and the outbox, which are there from the start.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mbe_gateway.pipeline import Reply, Request
 from mbe_gateway.store import history, outbox, overview, pairing
 
 if TYPE_CHECKING:
+    from mbe_gateway.assistant import Assistant
     from mbe_gateway.gateway import Gateway
 
 CONTROL_CHANNEL: Final = "control"  # the channel name of conversations held through the control plane
@@ -148,6 +153,7 @@ async def chat_send(call: Call) -> Mapping[str, Any]:
     text = text_param(call.params, "text", max_chars=MAX_TEXT)
     chat_id = optional_text_param(call.params, "chat_id", max_chars=MAX_CHAT_ID) or OWNER
     gateway = call.gateway
+    assistant = _assistant(call)  # before the message is counted: it cannot be answered yet
     request = Request(
         channel=CONTROL_CHANNEL, chat_id=chat_id, sender_id=OWNER, sender_name=OWNER, texts=(text,)
     )
@@ -157,7 +163,7 @@ async def chat_send(call: Call) -> Mapping[str, Any]:
 
     gateway.metrics.received(CONTROL_CHANNEL)
     async with call.server.chat_lock:
-        reply = await gateway.assistant.pipeline.answer(request, on_delta=delta)
+        reply = await assistant.pipeline.answer(request, on_delta=delta)
     gateway.metrics.answered(CONTROL_CHANNEL, reply)
     gateway.events.publish("message", events.answer(request, reply))
     return _reply(reply)
@@ -191,7 +197,7 @@ async def mbe_call(call: Call) -> Mapping[str, Any]:
     if not isinstance(arguments, dict):
         raise ControlError('"arguments" must be an object', code=INVALID_PARAMS)
     try:
-        result = await call.gateway.assistant.mbe.call(tool, arguments)
+        result = await _assistant(call).mbe.call(tool, arguments)
     except MBEToolError as e:  # the engine refused the call: the caller's problem, not an outage
         raise ControlError(str(e), code=FAILED) from None
     return {"tool": tool, "result": result}
@@ -200,7 +206,7 @@ async def mbe_call(call: Call) -> Mapping[str, Any]:
 async def pairing_approve(call: Call) -> Mapping[str, Any]:
     """Let the sender behind `code` talk to the assistant; they are told so in their chat."""
     code = text_param(call.params, "code", max_chars=64)
-    request = await access.approve(call.gateway.db, code, call.gateway.assistant.language)
+    request = await access.approve(call.gateway.db, code, call.gateway.language)
     call.gateway.delivery.nudge()
     return _answered(call, "approved", request.channel, request.sender_id, request.sender_name)
 
@@ -238,6 +244,13 @@ METHODS: Final[Mapping[str, Method]] = MappingProxyType(
         "pairing.revoke": Method("admin", pairing_revoke, "take back a sender's approval"),
     }
 )
+
+
+def _assistant(call: Call) -> Assistant:
+    """The running assistant, or `unavailable` while the daemon is still starting it."""
+    if call.gateway.starting:
+        raise ControlError("the assistant is still starting; try again in a moment", code=UNAVAILABLE)
+    return call.gateway.assistant
 
 
 def _reply(reply: Reply) -> dict[str, Any]:

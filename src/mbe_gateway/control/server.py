@@ -43,7 +43,6 @@ from mbe_gateway.config import ControlSettings, is_loopback
 from mbe_gateway.control import metrics, page, protocol, status
 from mbe_gateway.control.auth import Scope, Tokens, allows, ensure_tokens
 from mbe_gateway.control.events import Event
-from mbe_gateway.control.measured_mbe import MeasuredMBE
 from mbe_gateway.control.methods import METHODS, Call, ServerState
 from mbe_gateway.errors import (
     ConfigError,
@@ -83,13 +82,12 @@ async def serve(
 ) -> None:
     """The daemon's control plane, until cancelled; it never takes the daemon down.
 
-    Times the pipeline's MBE calls for /metrics, makes the tokens if they are missing, then
-    listens, and listens again (with backoff) if that fails, say because the port is taken.
-    Without tokens (no secure place to keep them) it logs how to fix that and stays off.
-    Started with the server, or None when it stays off.
+    Served from the daemon's first moment, while the assistant may still be starting (status
+    says so, and what needs the assistant answers `unavailable`). Makes the tokens if they are
+    missing, then listens, and listens again (with backoff) if that fails, say because the
+    port is taken. Without tokens (no secure place to keep them) it logs how to fix that and
+    stays off. Started with the server, or None when it stays off.
     """
-    pipeline = gateway.assistant.pipeline
-    pipeline.mbe = MeasuredMBE(pipeline.mbe, gateway.metrics)
     try:
         tokens, made = ensure_tokens(secrets)
     except SecretError as e:
@@ -146,7 +144,7 @@ class ControlServer:
         remote = not is_loopback(host)
         if remote and not self.settings.allow_remote:
             raise ConfigError(f"[control] host {host!r} is not loopback; set allow_remote = true to bind it")
-        shown = page.load(self.gateway.assistant.language)
+        shown = page.load(self.gateway.language)
         app = web.Application()
         app.router.add_get("/", functools.partial(self._page, shown))
         app.router.add_get("/healthz", self._healthz)
@@ -305,7 +303,7 @@ class ControlServer:
         hello = {
             "scope": scope,
             "version": __version__,
-            "language": self.gateway.assistant.language,
+            "language": self.gateway.language,
             "methods": sorted(name for name, method in METHODS.items() if allows(scope, method.scope)),
             "events": list(EVENTS),
             "max_frame": protocol.MAX_FRAME,

@@ -1,7 +1,9 @@
 """The daemon at a glance: components and their states, the engine, the models, the queues.
 
 One place builds what `status` answers, what the "state" events compare and what /metrics
-shows as gauges, so the three always agree.
+shows as gauges, so the three always agree. The control plane is served while the assistant
+is still starting: until it is attached, the assistant and the engine are "starting", and
+there is no model (null) nor any provider to show yet.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mbe_gateway import __version__
 from mbe_gateway.control.metrics import Counter, Family, Gauge
@@ -19,10 +21,16 @@ if TYPE_CHECKING:
     from mbe_gateway.gateway import Gateway
 
 
+STARTING: Final = "starting"
+
+
 def components(gateway: Gateway) -> dict[str, str]:
-    """Each component's state in words: "engine" (starting | ready | down | closed), then each
-    channel by name (starting | running | reconnecting: why | stopped: why)."""
-    return {"engine": gateway.assistant.mbe.state, **gateway.states}
+    """Each component's state in words: "assistant" (starting | ready), "engine" (starting |
+    ready | down | closed), then each channel by name (starting | running | reconnecting: why
+    | stopped: why)."""
+    if gateway.starting:
+        return {"assistant": STARTING, "engine": STARTING, **gateway.states}
+    return {"assistant": "ready", "engine": gateway.assistant.mbe.state, **gateway.states}
 
 
 async def queues(gateway: Gateway) -> dict[str, int]:
@@ -35,23 +43,29 @@ async def queues(gateway: Gateway) -> dict[str, int]:
 
 
 async def status(gateway: Gateway, *, started_at: float, clients: int) -> dict[str, Any]:
-    assistant = gateway.assistant
-    mbe = assistant.mbe
-    error = mbe.last_error
+    if gateway.starting:
+        engine: dict[str, Any] = {"state": STARTING, "server": None, "pid": None, "last_error": None}
+        model, providers = None, []
+    else:
+        assistant = gateway.assistant
+        mbe = assistant.mbe
+        error = mbe.last_error
+        engine = {
+            "state": mbe.state,
+            "server": mbe.server.name,
+            "pid": mbe.pid,
+            "last_error": str(error) if error is not None else None,
+        }
+        model, providers = assistant.model, [asdict(p) for p in assistant.chain.status()]
     return {
         "version": __version__,
         "pid": os.getpid(),
         "uptime_s": round(time.time() - started_at, 3),
         "components": components(gateway),
         "channels": dict(gateway.states),
-        "engine": {
-            "state": mbe.state,
-            "server": mbe.server.name,
-            "pid": mbe.pid,
-            "last_error": str(error) if error is not None else None,
-        },
-        "model": assistant.model,
-        "providers": [asdict(p) for p in assistant.chain.status()],
+        "engine": engine,
+        "model": model,
+        "providers": providers,
         "queues": await queues(gateway),
         "delivery": {"sent": gateway.delivery.sent, "failed": gateway.delivery.failed},
         "control": {"clients": clients},
@@ -74,7 +88,7 @@ async def families(gateway: Gateway, *, started_at: float, clients: int) -> list
     failures = Gauge(
         "mbe_gateway_llm_provider_consecutive_failures", "Failures in a row, per LLM provider.", ("provider",)
     )
-    for provider in gateway.assistant.chain.status():
+    for provider in [] if gateway.starting else gateway.assistant.chain.status():
         cooling.set(provider.cooling_down_for, provider.name)
         failures.set(provider.consecutive_failures, provider.name)
     delivered = Counter(
