@@ -62,7 +62,7 @@ def env(tmp_path: Path, home: Path) -> dict[str, str]:
     (backend / "securefile.py").write_text(KEYRING)
     return {
         **os.environ,
-        "PYTHONPATH": str(backend),
+        "PYTHONPATH": os.pathsep.join([str(backend), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "PYTHON_KEYRING_BACKEND": "securefile.SecureFileKeyring",
         "TEST_KEYRING_FILE": str(tmp_path / "keyring.json"),
         "COLUMNS": "200",
@@ -98,6 +98,9 @@ async def test_init_makes_tokens_run_serves_them_and_status_asks_the_daemon(
     async with serve_fake_llm() as llm:
         text = config.read_text().replace("# port = 18789", f"port = {port}")
         provider = f'[[llm.providers]]\nkind = "openai"\nbase_url = "{llm.openai_url}"\nmodel = "m"\n'
+        # Discord is on, but its token was never stored: `status` says so (not "none enabled").
+        discord = '[channels.discord]\nenabled = true\ntoken = "secret:discord_token"\n'
+        text = text.replace("[channels.discord]\n", discord)
         config.write_text(f"{text}\n{provider}")
         command = [sys.executable, "-m", "mbe_gateway", "run"]
         async with await anyio.open_process(command, env=env) as daemon:
@@ -112,8 +115,12 @@ async def test_init_makes_tokens_run_serves_them_and_status_asks_the_daemon(
                             pass
                         await anyio.sleep(0.1)
 
+            with anyio.fail_after(30):  # /healthz is ok while the assistant starts
+                while True:
+                    answer = await anyio.run_process([SCRIPT, "status", "--json"], env=env, check=False)
+                    if json.loads(answer.stdout)["components"]["assistant"] == "ready":
+                        break
             shown = await anyio.run_process([SCRIPT, "status"], env=env, check=False)
-            answer = await anyio.run_process([SCRIPT, "status", "--json"], env=env, check=False)
             daemon.send_signal(signal.SIGTERM)
             with anyio.fail_after(20):
                 code = await daemon.wait()
@@ -126,6 +133,7 @@ async def test_init_makes_tokens_run_serves_them_and_status_asks_the_daemon(
     assert shown.returncode == 0, shown.stderr
     table = shown.stdout.decode()
     assert "engine" in table and "openai m" in table and "queues" in table
+    assert "discord   stopped: secret discord_token is not set" in " ".join(table.split("  ")), table
     assert json.loads(answer.stdout)["pid"] == daemon.pid
     log = (home / "logs" / "gateway.log").read_text()
     assert "control plane listening" in log

@@ -13,9 +13,11 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+from mcp import Client, StdioServerParameters
 
 from fake_llm_servers import serve_fake_llm
 from fakes.telegram import serve_fake_telegram
+from mbe_gateway import contract
 
 
 @pytest.mark.anyio
@@ -108,6 +110,22 @@ async def test_the_control_plane_answers_while_the_assistant_starts_then_says_it
                 early = await request("chat.send", {"text": "are you awake?"})
                 assert early["ok"] is False and early["error"]["code"] == "unavailable"
                 assert "still starting" in early["error"]["message"]
+                # Claude Desktop calls MBE meanwhile: `mbe-gateway mcp` waits for the assistant
+                # (it must not start a second engine, nor give up while the daemon starts).
+                mcp = Client(
+                    StdioServerParameters(
+                        command=sys.executable,
+                        args=["-m", "mbe_gateway", "--config", str(config), "mcp"],
+                        env={**env, "MBE_GATEWAY_HOME": str(home)},
+                    ),
+                    read_timeout_seconds=60,
+                )
+                async with mcp:
+                    written = await mcp.call_tool(
+                        contract.MEMORY_WRITE,
+                        {"user_id": "telegram:7", "memory_type": "fact", "content": {"text": "x"}},
+                    )
+                assert not written.is_error, written.content
 
                 with anyio.fail_after(60):
                     while not any(

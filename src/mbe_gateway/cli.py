@@ -661,9 +661,13 @@ def _status_lines(answer: dict[str, Any]) -> list[tuple[str, str]]:
     lines = [
         ("daemon", f"mbe-gateway {answer.get('version')}, pid {answer.get('pid')}, up {_duration(uptime)}")
     ]
+    components = answer.get("components") or {}
+    if components.get("assistant") == "starting":
+        lines.append(("assistant", "starting (messages wait in the inbox)"))
     engine = answer.get("engine") or {}
-    detail = f"{engine.get('state')} ({engine.get('server')}"
-    detail += f", pid {engine['pid']})" if engine.get("pid") else ")"
+    detail = str(engine.get("state"))
+    if engine.get("server"):
+        detail += f" ({engine['server']}" + (f", pid {engine['pid']})" if engine.get("pid") else ")")
     if engine.get("state") != "ready" and engine.get("last_error"):
         detail += f": {engine['last_error']}"
     lines.append(("engine", detail))
@@ -671,7 +675,8 @@ def _status_lines(answer: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append((name, str(state)))
     if not answer.get("channels"):
         lines.append(("channels", "none enabled"))
-    lines.append(("model", str(answer.get("model"))))
+    if answer.get("model"):
+        lines.append(("model", str(answer["model"])))
     for provider in answer.get("providers") or []:
         if provider.get("cooling_down_for"):
             health = f"cooling down {provider['cooling_down_for']:.0f} s: {provider.get('last_error')}"

@@ -393,17 +393,20 @@ async def serve(
             db = await stack.enter_async_context(await open_database(paths.gateway_db()))
             engine = await _spawn_engine(config, secrets, data, stack)
             channels: dict[str, Channel] = {}
+            unopened: dict[str, str] = {}  # enabled but not started: shown in `status`, with why
             for name in enabled_platforms(config):
                 try:
                     channels[name] = await open_channel(name, config, secrets, stack)
                 except GatewayError as e:  # this channel only: the others still run
                     log.error("channel not started", extra={"channel": name, "error": str(e)})
+                    unopened[name] = f"stopped: {e}"
             if not enabled_platforms(config):
                 log.warning(
                     "no channel is enabled: add one to the config ([channels.telegram] enabled = true)"
                 )
             policies = {name: policy_of(config, name) for name in channels}
             gateway = Gateway(None, channels, policies, config=config, db=db)
+            gateway.states.update(unopened)
             control = anyio.CancelScope()  # the control plane's: it stops before the assistant does
             async with anyio.create_task_group() as tg:
                 await tg.start(gateway.run)  # messages are taken in now, and wait for the assistant

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,6 +27,7 @@ from mbe_gateway.errors import ControlError
 if TYPE_CHECKING:
     from mbe_gateway.config import Config
     from mbe_gateway.control.auth import Scope
+    from mbe_gateway.control.client import ControlClient
     from mbe_gateway.secrets import Secrets
 
 log = logging.getLogger(__name__)
@@ -70,32 +70,45 @@ class Daemon:
         return await self._call("status", {}, "read")
 
     async def _call(self, method: str, params: Mapping[str, Any], scope: Scope) -> dict[str, Any]:
+        """`method` on the daemon: waited for while its control plane is not up yet, or while
+        its assistant is still starting (its control plane answers before it is ready)."""
         from mbe_gateway.control.auth import client_token
         from mbe_gateway.control.client import connect
 
         token = client_token(self._secrets, scope)
         deadline = anyio.current_time() + self._starting_for_up_to()
-        async with AsyncExitStack() as stack:
-            while True:
-                try:
-                    client = await stack.enter_async_context(connect(self._config.control, token))
-                    break
-                except ControlError as e:
-                    if e.code != UNAVAILABLE:
-                        raise  # a refused token, or not a control plane: its message says what to do
-                    if anyio.current_time() >= deadline:
-                        raise self._silent() from None
-                    if not self._still_running():
+        while True:
+            connected, waiting = False, None
+            try:
+                async with connect(self._config.control, token) as client:
+                    connected = True
+                    within = self._config.mbe.call_timeout + ANSWER_MARGIN
+                    with anyio.move_on_after(within):
+                        try:
+                            return await client.call(method, params)
+                        except ControlError as e:
+                            # Waited for only while the assistant starts: "unavailable" after
+                            # an engine timeout may follow a write that happened, not to repeat.
+                            if e.code != UNAVAILABLE or not await _assistant_starting(client):
+                                raise
+                            waiting = e
+                    if waiting is None:
                         raise ControlError(
-                            "the daemon stopped while this call was being made; call again "
-                            "(without a daemon this MCP server uses its own engine)",
-                            code=UNAVAILABLE,
-                        ) from None
-                    await anyio.sleep(RETRY_EVERY)
-            within = self._config.mbe.call_timeout + ANSWER_MARGIN
-            with anyio.move_on_after(within):
-                return await client.call(method, params)
-            raise ControlError(f"the daemon did not answer {method} within {within:g} s; is it overloaded?")
+                            f"the daemon did not answer {method} within {within:g} s; is it overloaded?"
+                        )
+                    raise waiting
+            except ControlError as e:
+                if e.code != UNAVAILABLE or (connected and e is not waiting):
+                    raise  # a refused token, bad params, not a control plane: its message says what to do
+                if anyio.current_time() >= deadline:
+                    raise (e if connected else self._silent()) from None
+                if not self._still_running():
+                    raise ControlError(
+                        "the daemon stopped while this call was being made; call again "
+                        "(without a daemon this MCP server uses its own engine)",
+                        code=UNAVAILABLE,
+                    ) from None
+                await anyio.sleep(RETRY_EVERY)
 
     def _starting_for_up_to(self) -> float:
         """Seconds left of REACH_WITHIN since the daemon started (it wrote the lock file then)."""
@@ -113,3 +126,8 @@ class Daemon:
             "server does not start a second engine beside the daemon's",
             code=UNAVAILABLE,
         )
+
+
+async def _assistant_starting(client: ControlClient) -> bool:
+    status = await client.call("status")
+    return bool((status.get("components") or {}).get("assistant") == "starting")
