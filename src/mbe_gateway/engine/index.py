@@ -89,20 +89,27 @@ def frequencies(
 
 
 def rarest(
-    words: Iterable[str], counts: dict[str, int], *, at_most: int, budget: int | None = None
+    words: Iterable[str],
+    counts: dict[str, int],
+    *,
+    at_most: int,
+    budget: int | None = None,
+    ubiquitous: int | None = None,
 ) -> list[str]:
     """The rarest of `words` the user has used (per `counts`), fewest rows first.
 
-    At most `at_most` of them and, given a budget, only while their rows add up to it
-    (the rarest one always): common terms find most of a history and say little about
-    it, so searching them costs without helping.
+    At most `at_most` of them and, given a budget, only while their rows add up to it, and
+    none held by more than `ubiquitous` rows (the rarest one always): common terms find
+    most of a history and say little about it, so searching them costs without helping.
     """
     known = sorted((w for w in set(words) if counts.get(w)), key=lambda w: (counts[w], w))
     chosen: list[str] = []
     total = 0
     for word in known[:at_most]:
         total += counts[word]
-        if chosen and budget is not None and total > budget:
+        if chosen and (
+            (budget is not None and total > budget) or (ubiquitous is not None and counts[word] > ubiquitous)
+        ):
             break
         chosen.append(word)
     return chosen

@@ -14,7 +14,12 @@ Ranking blends three things, each in 0..1:
 Only memories sharing a term with the query are returned. The query's terms are searched
 rarest first, up to SEARCHED_TERMS of them and while the memories holding them add up to
 BUDGET: a term in thousands of the user's memories ranks nothing, and ranking them all
-would cost the most exactly when it helps the least. An empty query (or one with no
+would cost the most exactly when it helps the least. For the same reason a term held by
+more than half of the user's memories (and by more than CANDIDATES of them) is not
+searched unless it is the rarest: BM25's IDF for it would be nil (≤ 0) within the user's
+own memories, though FTS5, counting the rows of every user, still weighs it. Left in,
+such a term ("message", a signature, a name said every time) made every search rank the
+user's whole history. An empty query (or one with no
 words, like "👍") returns the most important and recent (the best of the user's 500
 most recent and 500 most important): relevance is left out and the other two weights
 are rescaled, score = 0.625 · importance + 0.375 · recency.
@@ -121,7 +126,70 @@ def _memory(row: tuple[str, str, str, float, float], score: float) -> Memory:
     )
 
 
-_COLUMNS = "m.memory_id, m.memory_type, m.content, m.importance, m.created_at"
+_BEST_MATCHES = (
+    # FTS5 ranks its matches alone (it needs nothing else to), then only the CANDIDATES
+    # best are looked up in memories: every match would be, were the join inside. Equal
+    # BM25 (a user who says the same thing often) goes to the newest, which the blended
+    # score prefers too; the outer ORDER BY restates the inner one for the join's output.
+    "SELECT f.rowid, m.importance, m.created_at, f.relevance FROM "
+    "(SELECT rowid, -bm25(memory_fts) AS relevance FROM memory_fts WHERE memory_fts MATCH ? "
+    "ORDER BY bm25(memory_fts), rowid DESC LIMIT ?) AS f "
+    "JOIN memories AS m ON m.id = f.rowid WHERE m.user_id = ? ORDER BY f.relevance DESC, f.rowid DESC"
+)
+_BEST_MATCHES_OF_TYPE = (
+    # The type is known only in memories, so it must be joined before the LIMIT.
+    "SELECT m.id, m.importance, m.created_at, -bm25(memory_fts) FROM memory_fts "
+    "JOIN memories AS m ON m.id = memory_fts.rowid "
+    "WHERE memory_fts MATCH ? AND m.user_id = ? AND m.memory_type = ? "
+    "ORDER BY bm25(memory_fts), m.id DESC LIMIT ?"
+)
+
+
+def _by_relevance(
+    conn: sqlite3.Connection, user_id: str, words: list[str], memory_type: str | None, now: float
+) -> list[tuple[float, int]]:
+    """(score, rowid) of the best BM25 matches of the query's terms, best match first."""
+    counts = index.frequencies(conn, index.MEMORIES, user_id, [index.ALL, *words])
+    ubiquitous = max(counts.pop(index.ALL, 0) // 2, CANDIDATES)
+    searched = index.rarest(words, counts, at_most=SEARCHED_TERMS, budget=BUDGET, ubiquitous=ubiquitous)
+    if not searched:
+        return []
+    match = index.match_any(user_id, searched)
+    matches: list[tuple[int, float, float, float]] = (
+        conn.execute(_BEST_MATCHES, (match, CANDIDATES, user_id)).fetchall()
+        if memory_type is None
+        else conn.execute(_BEST_MATCHES_OF_TYPE, (match, user_id, memory_type, CANDIDATES)).fetchall()
+    )
+    best = max((relevance for *_, relevance in matches), default=0.0) or 1.0
+    return [
+        (RELEVANCE * relevance / best + IMPORTANCE * importance + RECENCY * recency(created_at, now), rowid)
+        for rowid, importance, created_at, relevance in matches
+    ]
+
+
+def _by_standing(
+    conn: sqlite3.Connection, user_id: str, memory_type: str | None, now: float
+) -> list[tuple[float, int]]:
+    """(score, rowid) of the user's most recent and most important memories, without relevance.
+
+    Two index walks, scored in Python (the recency curve is not an SQL function in every SQLite).
+    """
+    type_filter, type_args = (" AND memory_type = ?", (memory_type,)) if memory_type else ("", ())
+    weight = IMPORTANCE + RECENCY
+    standing: dict[int, tuple[float, float]] = {}
+    for order in ("created_at", "importance"):
+        standing.update(
+            (rowid, (importance, created_at))
+            for rowid, importance, created_at in conn.execute(
+                f"SELECT id, importance, created_at FROM memories "  # noqa: S608 (constant fragments)
+                f"WHERE user_id = ?{type_filter} ORDER BY {order} DESC LIMIT ?",
+                (user_id, *type_args, UNRANKED_CANDIDATES),
+            )
+        )
+    return [
+        ((IMPORTANCE * importance + RECENCY * recency(created_at, now)) / weight, rowid)
+        for rowid, (importance, created_at) in standing.items()
+    ]
 
 
 def read(
@@ -133,52 +201,27 @@ def read(
     memory_type: str | None,
     now: float,
 ) -> MemoryPage:
-    """The user's top_k memories for `query` (of `memory_type`, when given), best first."""
-    type_filter, type_args = (" AND m.memory_type = ?", (memory_type,)) if memory_type else ("", ())
+    """The user's top_k memories for `query` (of `memory_type`, when given), best first.
+
+    Candidates are ranked by their ids, importance and age; only the top_k are then read
+    whole (their content is most of a row, and most candidates are not shown).
+    """
     words = terms(query)
-    if words:
-        counts = index.frequencies(conn, index.MEMORIES, user_id, words)
-        searched = index.rarest(words, counts, at_most=SEARCHED_TERMS, budget=BUDGET)
-        rows = (
-            conn.execute(
-                f"SELECT {_COLUMNS}, -bm25(memory_fts) FROM memory_fts "  # noqa: S608 (constant fragments)
-                f"JOIN memories AS m ON m.id = memory_fts.rowid "
-                f"WHERE memory_fts MATCH ? AND m.user_id = ?{type_filter} ORDER BY memory_fts.rank LIMIT ?",
-                (index.match_any(user_id, searched), user_id, *type_args, CANDIDATES),
-            ).fetchall()
-            if searched
-            else []
-        )
-        best = max((row[5] for row in rows), default=0.0) or 1.0
-        scored = [
-            (RELEVANCE * row[5] / best + IMPORTANCE * row[3] + RECENCY * recency(row[4], now), row[:5])
-            for row in rows
-        ]
-    else:
-        # The best of the user's most recent and most important memories (two index
-        # walks), scored in Python (the recency curve is not an SQL function in every
-        # SQLite); only the top_k are then fetched whole.
-        weight = IMPORTANCE + RECENCY
-        ranks: dict[int, tuple[float, float]] = {}
-        for order in ("created_at", "importance"):
-            ranks.update(
-                (rowid, (importance, created_at))
-                for rowid, importance, created_at in conn.execute(
-                    f"SELECT m.id, m.importance, m.created_at FROM memories AS m "  # noqa: S608
-                    f"WHERE m.user_id = ?{type_filter} ORDER BY m.{order} DESC LIMIT ?",
-                    (user_id, *type_args, UNRANKED_CANDIDATES),
-                )
-            )
-        best_ids = heapq.nlargest(
-            top_k, ranks, key=lambda i: IMPORTANCE * ranks[i][0] + RECENCY * recency(ranks[i][1], now)
-        )
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM memories AS m WHERE m.id IN ({','.join('?' * len(best_ids))})",  # noqa: S608
-            tuple(best_ids),
-        ).fetchall()
-        scored = [((IMPORTANCE * row[3] + RECENCY * recency(row[4], now)) / weight, row) for row in rows]
+    scored = (
+        _by_relevance(conn, user_id, words, memory_type, now)
+        if words
+        else _by_standing(conn, user_id, memory_type, now)
+    )
     top = heapq.nlargest(top_k, scored, key=lambda pair: pair[0])
+    rows = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT id, memory_id, memory_type, content, importance, created_at FROM memories "  # noqa: S608
+            f"WHERE id IN ({','.join('?' * len(top))})",
+            [rowid for _, rowid in top],
+        )
+    }
     return MemoryPage(
-        memories=tuple(_memory(row, score) for score, row in top),
+        memories=tuple(_memory(rows[rowid], score) for score, rowid in top),
         total_count=count(conn, user_id, memory_type),
     )

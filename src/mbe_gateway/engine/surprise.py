@@ -73,8 +73,10 @@ def _candidates(conn: sqlite3.Connection, user_id: str, searched: list[str]) -> 
             )
         )
     marks = ",".join("?" * len(ids))
+    # `+user_id`: looked up by id, the user only checked. Left to itself, SQLite walks the
+    # user's whole history by an index on user_id instead (0.4 ms at 5k messages, and growing).
     rows = conn.execute(
-        f"SELECT terms FROM observations WHERE id IN ({marks}) AND user_id = ?",  # noqa: S608
+        f"SELECT terms FROM observations WHERE id IN ({marks}) AND +user_id = ?",  # noqa: S608
         (*ids, user_id),
     )
     return [Counter(row[0].split()) for row in rows]
