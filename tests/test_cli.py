@@ -156,3 +156,16 @@ async def test_the_engine_command_serves_the_mbe_tools_over_stdio(
         tools = {tool.name for tool in (await client.list_tools()).tools}
     assert set(contract.REQUIRED_TOOLS) <= tools
     assert db.exists()
+
+
+def test_token_prints_the_control_token_for_the_page_and_says_where_the_page_is(env: dict[str, str]) -> None:
+    admin, read = "a" * 43, "r" * 43
+    tokens = {"MBE_GATEWAY_SECRET_CONTROL_ADMIN_TOKEN": admin, "MBE_GATEWAY_SECRET_CONTROL_READ_TOKEN": read}
+    shown = run({**env, **tokens}, "token")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == admin + "\n"  # stdout is the token alone: `mbe-gateway token | pbcopy`
+    assert "http://127.0.0.1:18789/" in shown.stderr and admin not in shown.stderr
+    assert run({**env, **tokens}, "token", "--read").stdout == read + "\n"
+    missing = run(env, "token")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "control_admin_token" in missing.stderr and "mbe-gateway init" in missing.stderr

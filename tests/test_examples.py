@@ -132,12 +132,13 @@ def test_each_example_passes_config_check_as_a_user_runs_it(env: dict[str, str])
         assert check.returncode == 0, f"{name}: {check.stderr}"
         said[name] = check.stdout
     assert all("is valid" in out for out in said.values())
+    assert all("`mbe-gateway doctor` checks its secrets" in out for out in said.values())  # the next step
     assert "channels on: telegram, discord, slack" in said["all-channels.toml"]
     assert "MBE: url http://gpu-box:8001/mcp" in said["remote-mbe.toml"]
 
 
 def test_doctor_on_a_copied_example_names_each_secret_still_to_store(env: dict[str, str], home: Path) -> None:
-    # `config check` validates the file only (it says "is valid" with no secret stored);
+    # `config check` validates the file only (and says so, pointing here);
     # `doctor` is what says which secrets are missing, and how to set each one here.
     path = str(EXAMPLES / "all-channels.toml")
     doctor = subprocess.run(

@@ -471,6 +471,7 @@ def config_check(ctx: typer.Context) -> None:
     console.print(f"  MBE: {mbe}")
     console.print(f"  LLM providers: {', '.join(p.name for p in config.llm.providers) or 'none'}")
     console.print(f"  channels on: {', '.join(channels) or 'none'}")
+    console.print("The file only: `mbe-gateway doctor` checks its secrets, the engine, models and channels.")
 
 
 @config_app.command("path")
@@ -653,6 +654,33 @@ def status(
     for label, value in _status_lines(answer):
         table.add_row(label, value)
     _console().print(table)
+
+
+@app.command()
+def token(
+    ctx: typer.Context,
+    read: Annotated[
+        bool, typer.Option("--read", help="The read-only token (for a dashboard or Prometheus).")
+    ] = False,
+) -> None:
+    """Print the control token, to sign in to the control page or give to a dashboard."""
+    from mbe_gateway.config import load_config
+    from mbe_gateway.control.auth import ADMIN_TOKEN, READ_TOKEN
+
+    config = load_config(_options(ctx).config)
+    name = READ_TOKEN if read else ADMIN_TOKEN
+    try:
+        value = _secrets(ctx).get(name)
+    except GatewayError as e:
+        _fail(f"{e}; `mbe-gateway init` or the first `mbe-gateway run` makes the control tokens")
+    typer.echo(value)
+    host = "127.0.0.1" if config.control.host in ("0.0.0.0", "::", "") else config.control.host  # noqa: S104
+    page = f"http://{host}:{config.control.port}/"
+    _console(stderr=True).print(
+        f"Paste it into the control page at {page}. It is a password: keep it out of chats, "
+        "URLs and shared screens.",
+        style="dim",
+    )
 
 
 def _status_lines(answer: dict[str, Any]) -> list[tuple[str, str]]:
