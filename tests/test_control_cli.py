@@ -16,11 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import anyio
 import pytest
 
 from fake_llm_servers import serve_fake_llm
+from healthz import wait_healthy
 
 SCRIPT = str(Path(sys.executable).with_name("mbe-gateway"))
 KEYRING = '''
@@ -104,16 +104,7 @@ async def test_init_makes_tokens_run_serves_them_and_status_asks_the_daemon(
         config.write_text(f"{text}\n{provider}")
         command = [sys.executable, "-m", "mbe_gateway", "run"]
         async with await anyio.open_process(command, env=env) as daemon:
-            async with aiohttp.ClientSession() as http:
-                with anyio.fail_after(30):
-                    while True:
-                        try:
-                            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                                if response.status == 200:
-                                    break
-                        except aiohttp.ClientConnectionError:
-                            pass
-                        await anyio.sleep(0.1)
+            await wait_healthy(port, within=30)
 
             with anyio.fail_after(30):  # /healthz is ok while the assistant starts
                 while True:

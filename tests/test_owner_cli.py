@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import anyio
 import pytest
 
 from fake_llm_servers import serve_fake_llm
 from fakes.telegram import ALICE, BOB, FakeTelegram, User, serve_fake_telegram
+from healthz import wait_healthy
 from test_control_cli import SCRIPT, free_port
 
 ADMIN = "owner-admin-token-" + "a" * 32
@@ -72,16 +72,7 @@ async def daemon(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Daem
         command = [sys.executable, "-m", "mbe_gateway", "run"]
         async with await anyio.open_process(command, env=env) as process:
             await telegram.wait_polling(timeout=60)
-            async with aiohttp.ClientSession() as http:
-                with anyio.fail_after(60):
-                    while True:
-                        try:
-                            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                                if response.status == 200:
-                                    break
-                        except aiohttp.ClientConnectionError:
-                            pass
-                        await anyio.sleep(0.1)
+            await wait_healthy(port, within=60)
             yield Daemon(env, telegram, home)
             process.send_signal(signal.SIGTERM)
             with anyio.fail_after(30):
