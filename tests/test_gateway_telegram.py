@@ -307,3 +307,38 @@ async def test_a_batch_that_comes_again_after_a_refusal_answers_each_message_onc
     assert said.count("a1") == 1
     assert "\n".join(text for text in said if text != "a1") == "b1\nb2"  # one reply or a burst, in order
     assert left == []
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_keeps_the_message_on_telegram_says_why_and_it_is_answered_once_there_is_room(
+    configure, platforms, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's max_page_count makes the database "full" exactly as a full disk does (SQLITE_FULL):
+    the message is not acknowledged (Telegram keeps it), the log names the cause, the channel
+    retries with backoff, and once there is room it is stored and answered, once."""
+    telegram, _ = platforms
+    async with running(configure(telegram_extra=OPEN)) as gateway:
+        async with gateway.db.connection() as conn:
+            pages = (await (await conn.execute("PRAGMA page_count")).fetchone())[0]
+            await conn.execute(f"PRAGMA max_page_count = {pages}")
+        long_note = "我明天早上九点要去机场接我妈妈。" * 250  # ~12 KB: it needs pages the file cannot grow
+        asked = telegram.dm(long_note)
+        def reported() -> bool:
+            return any(
+                r.getMessage() == "delivering a message failed; it stays unacknowledged and comes again"
+                and "gateway.sqlite3: database or disk is full" in str(getattr(r, "error", ""))
+                for r in caplog.records
+            )
+
+        await telegram.wait_for(reported, timeout=20)
+        assert not telegram.is_confirmed(asked.update_id)
+        assert telegram.sent == []
+        async with gateway.db.connection() as conn:
+            await conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        (reply,) = await telegram.wait_sent(1, timeout=30)
+        assert reply.chat_id == ALICE.id
+        await telegram.wait_confirmed(asked.update_id, timeout=10)
+        await anyio.sleep(0.5)
+        assert len(telegram.sent) == 1
+        rows = await inbox.pending(gateway.db, limit=10)
+        assert rows == []  # answered, nothing left waiting

@@ -406,3 +406,27 @@ async def test_a_read_that_tries_to_write_is_refused(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="readonly"):
             await db.run(lambda conn: _insert(conn, "sneaky"), write=False)
         assert await inbox.pending(db) == []
+
+
+@pytest.mark.anyio
+async def test_a_database_locked_by_another_program_is_reported_and_nothing_is_half_written(
+    tmp_path: Path,
+) -> None:
+    """Say a backup tool or a stray sqlite3 shell holds the write lock: the put fails after the
+    busy timeout naming the file and the likely cause, and succeeds once the lock is let go."""
+    path = tmp_path / "g.sqlite3"
+    async with await open_database(path) as db:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("PRAGMA busy_timeout = 0")
+        other.execute("BEGIN IMMEDIATE")
+        message = {"channel": "t", "platform_message_id": "1", "chat_id": "c", "sender_id": "s", "text": "hi"}
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreError, match=r"g\.sqlite3: database is locked; is another mbe-gateway"):
+                await inbox.put(db, **message)
+            assert time.monotonic() - started >= store_db.BUSY_TIMEOUT_MS / 1000 * 0.9  # it waited first
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert (await inbox.put(db, **message)).is_new
+        assert [row.text for row in await inbox.pending(db)] == ["hi"]
