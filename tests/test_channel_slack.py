@@ -359,13 +359,14 @@ async def test_a_long_reply_is_split_in_order_under_the_limit_and_threaded(fake:
 
 @pytest.mark.anyio
 async def test_hostile_markup_is_escaped_and_pings_nobody(fake: FakeSlack) -> None:
-    hostile = "<!channel> <!here|here> <@U123> <b>bold</b> & @everyone @here *unclosed _also `tick"
+    hostile = "<!channel> <!here|here> <@U123> <b>bold</b> & @everyone @here \\@channel *unclosed _also `tick"
     await channel_for(fake).send(Outbound(chat_id="DALICE", text=hostile))
 
     [sent] = fake.sent
     assert "<" not in sent.text and ">" not in sent.text
     assert "&lt;!channel&gt;" in sent.text and "&lt;b&gt;bold&lt;/b&gt; &amp;" in sent.text
     assert "@everyone" not in sent.text and "@here" not in sent.text
+    assert "@channel" not in sent.text  # "\\@channel": a Markdown-escaped @ is neutralized too
     assert sent.params["link_names"] in (False, "false", 0) and sent.params["parse"] == "none"
     assert sent.text.endswith("*unclosed _also `tick")
 

@@ -137,6 +137,9 @@ def _inline(text: str) -> str:
 def _construct(match: re.Match[str]) -> str:
     group = match.groupdict()
     if group["escaped"] is not None:
+        # "\@everyone": the @ stands alone here, so _literal cannot see the word that follows.
+        if group["escaped"] == "@" and _MENTION_WORD.match("@" + match.string[match.end() :]):
+            return "@" + _WORD_JOINER
         return _literal(group["escaped"])
     if group["code"] is not None:
         code = group["code"].strip(" ") or group["code"]
